@@ -1,0 +1,1 @@
+"""gpu-rehearsal's profile, catalog and orchestration (the `python -m rig` commands)."""

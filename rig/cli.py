@@ -1,0 +1,103 @@
+"""`python -m rig`: the commands the Makefile runs. Errors reach the user as one line each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from rig.advice import advisories
+from rig.catalog import CatalogError, load_catalog
+from rig.problems import ProfileError
+from rig.profile import DEFAULT_PROFILE, Profile, load_profile
+from rig.render import catalog_json, print_catalog, print_profile, resolved
+
+EXIT_INVALID = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rig",
+        description="gpu-rehearsal: rehearse a local-LLM PC on cloud GPUs before buying it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate the profile and print it resolved")
+    check.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    catalog = sub.add_parser("catalog", help="GPUs, instances and prices, with sources")
+    catalog.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PROFILE,
+        help="profile whose PC and regions to compare against (if it exists)",
+    )
+    catalog.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    cat = load_catalog()
+    profile = load_profile(args.config, cat)
+    notes = advisories(profile, cat)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": str(profile.path),
+                    "profile": profile.as_toml_dict(),
+                    "resolved": resolved(profile, cat),
+                    "advisories": notes,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print_profile(console, profile, cat, notes)
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
+    cat = load_catalog()
+    # The catalog is useful before rig.toml exists: fall back to the built-in defaults then.
+    profile = load_profile(args.config, cat) if args.config.exists() else Profile()
+    regions = {"aws": profile.aws.region, "azure": profile.azure.location}
+    if args.json:
+        print(
+            json.dumps(
+                catalog_json(cat, profile.pc.gpu, regions),
+                indent=2,  # type: ignore[arg-type]
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print_catalog(console, cat, profile.pc.gpu, regions)  # type: ignore[arg-type]
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "catalog": cmd_catalog}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        return COMMANDS[args.command](args, console)
+    except ProfileError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INVALID
+    except CatalogError as exc:
+        err.print(
+            f"rig/catalog: {exc} — fix the data file named there", markup=False, soft_wrap=True
+        )
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,776 @@
+"""The profile: rig.toml loaded, type-checked (pydantic) and checked against the catalog.
+
+Each section is validated on its own so that one run reports every problem, each as one line
+naming the field path, the bad value and the fix. Nothing here touches a cloud: "auto" SSH
+sources are resolved at deploy time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rig.catalog import Catalog, load_catalog
+from rig.problems import Problem, ProfileError, known, path_of, show
+
+DEFAULT_PROFILE = Path("rig.toml")
+WORKLOADS = ("chat-en", "chat-ja", "code", "long-context")
+DEFAULT_MODELS = [
+    "llama3:8b",
+    "qwen2:7b",
+    "gemma:7b",
+    "hf.co/elyza/Llama-3-ELYZA-JP-8B-GGUF:Q4_K_M",
+    "deepseek-coder-v2:16b",
+    "codellama:13b-instruct-q4_K_M",
+    "mixtral:8x7b-instruct-v0.1-q4_K_M",
+    "phi3:mini",
+    "phi3:medium",
+    "phi3:3.8b-mini-128k-instruct-q4_K_M",
+]
+# Disk the models need beyond their download size (Ollama's manifests, logs, journal), and a
+# fixed headroom so that a pull does not fill the root volume to the last byte.
+MODEL_DISK_FACTOR = 1.1
+DISK_HEADROOM_GB = 10
+MAX_HOURS_HARD_LIMIT = 168  # a week: beyond this a rehearsal is a server, not a rehearsal
+OPEN_PREFIX = {4: 16, 6: 48}  # an SSH source broader than this is "open" and needs the opt-in
+
+
+class Section(BaseModel):
+    """A [section] of rig.toml. Strict: TOML already carries types, so no silent coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    name: ClassVar[str]
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        return []
+
+    def p(self, field: str, message: str) -> Problem:
+        return Problem(f"{self.name}.{field}", message)
+
+
+class PcSection(Section):
+    name: ClassVar[str] = "pc"
+    gpu: str = Field("rtx-4060-ti-16gb", description="The planned card (catalog GPU key).")
+    cpu: str = Field("ryzen-7-9700x", description="The planned CPU (catalog key).")
+    ram_gb: int = Field(32, description="System memory in GB.")
+    ram: str = Field("ddr5-5600", description="Memory kind; sets the CPU-side bandwidth.")
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out = []
+        if self.gpu not in cat.gpus:
+            planned = [k for k, g in cat.gpus.items() if g.role == "planned"]
+            out.append(
+                self.p(
+                    "gpu",
+                    f"{show(self.gpu)} is not a known GPU — known: "
+                    f"{known(cat.gpus)}; the planned cards are {', '.join(planned)} "
+                    "(see python -m rig catalog)",
+                )
+            )
+        if self.cpu not in cat.cpus:
+            out.append(
+                self.p(
+                    "cpu",
+                    f"{show(self.cpu)} is not a known CPU — known: "
+                    f"{known(cat.cpus)} (add it to rig/catalog/hardware.toml with a source)",
+                )
+            )
+        if self.ram not in cat.ram:
+            out.append(
+                self.p(
+                    "ram", f"{show(self.ram)} is not a known memory kind — known: {known(cat.ram)}"
+                )
+            )
+        if not 4 <= self.ram_gb <= 1024:
+            out.append(
+                self.p(
+                    "ram_gb",
+                    f"{self.ram_gb} GB is not a plausible amount of memory — "
+                    "write the PC's RAM in GB, e.g. ram_gb = 32",
+                )
+            )
+        return out
+
+
+def _spot_cap_problem(section: Section, value: float | str) -> Problem | None:
+    if value == "":
+        return None
+    if isinstance(value, str) or value <= 0:
+        return section.p(
+            "spot_max_price",
+            f"{show(value)} is not a positive number — write the "
+            'USD per hour cap, e.g. spot_max_price = 0.5, or "" for the on-demand '
+            "price as cap",
+        )
+    if not section.spot:  # type: ignore[attr-defined]
+        return section.p(
+            "spot_max_price",
+            f'{show(value)} is set but spot = false — set spot = true, or spot_max_price = ""',
+        )
+    return None
+
+
+def _machine_problems(
+    section: Section,
+    field: str,
+    names: list[str],
+    region_field: str,
+    region: str,
+    cloud: Literal["aws", "azure"],
+    cat: Catalog,
+) -> list[Problem]:
+    what = "instance type" if cloud == "aws" else "VM size"
+    out: list[Problem] = []
+    if not names:
+        example = "g4dn.2xlarge" if cloud == "aws" else "Standard_NC8as_T4_v3"
+        return [
+            section.p(
+                field,
+                f"is empty — list at least one {what}, e.g. "
+                f'{field} = ["{example}"], or set enabled = false',
+            )
+        ]
+    gpu_names = sorted(i.key for i in cat.gpu_instances(cloud))
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        path = f"{field}[{i}]"
+        inst = cat.instances.get(name)
+        if name in seen:
+            out.append(section.p(path, f"{show(name)} is listed twice — remove the duplicate"))
+        seen.add(name)
+        if inst is not None and inst.cloud != cloud:
+            other = "[azure] vm_sizes" if cloud == "aws" else "[aws] instance_types"
+            out.append(
+                section.p(
+                    path,
+                    f"{show(name)} belongs to {inst.cloud.upper()} — move it "
+                    f"to {other}; known here: {known(gpu_names)}",
+                )
+            )
+        elif inst is None:
+            out.append(
+                section.p(
+                    path,
+                    f"{show(name)} is not a known {what} — known: "
+                    f"{known(gpu_names)} (see python -m rig catalog)",
+                )
+            )
+        elif not inst.gpu:
+            out.append(
+                section.p(
+                    path,
+                    f"{show(name)} has no GPU and cannot stand in for the PC — "
+                    f"use a GPU {what}: {known(gpu_names)}",
+                )
+            )
+        elif region in cat.regions[cloud].names and region not in inst.regions:
+            out.append(
+                section.p(
+                    path,
+                    f"{show(name)} is not offered in {region} (catalog) — "
+                    f"pick another {what} or set {section.name}.{region_field} to "
+                    f"one of: {known(inst.regions)}",
+                )
+            )
+    return out
+
+
+def _disk_problem(
+    section: Section,
+    cat: Catalog,
+    cloud: Literal["aws", "azure"],
+    image: str,
+    disk_gb: int,
+    models: list[str],
+) -> Problem | None:
+    img = cat.images_of(cloud).get(image)
+    if img is None:
+        return None
+    model_gb = sum(cat.models[m].download_gb for m in models if m in cat.models)
+    need = img.os_disk_gb + model_gb * MODEL_DISK_FACTOR + DISK_HEADROOM_GB
+    if disk_gb >= need:
+        return None
+    suggest = int(-(-need // 10) * 10)
+    return section.p(
+        "disk_gb",
+        f"{disk_gb} GB is too small for the image and bench.models — "
+        f"they need about {need:.0f} GB (image {img.os_disk_gb:g} + models "
+        f"{model_gb:.1f} x {MODEL_DISK_FACTOR} + {DISK_HEADROOM_GB} headroom); set "
+        f"disk_gb = {suggest} or more, or list fewer models",
+    )
+
+
+class AwsSection(Section):
+    name: ClassVar[str] = "aws"
+    enabled: bool = Field(True, description="Deploy to AWS with make deploy-aws.")
+    region: str = Field("eu-west-1", description="AWS region.")
+    instance_types: list[str] = Field(
+        default_factory=lambda: ["g4dn.2xlarge"],
+        description="One stack per type, side by side (g4dn = T4, g5 = A10G, g6 = L4).",
+    )
+    spot: bool = Field(True, description="Spot (stoppable, persistent) instead of on-demand.")
+    spot_max_price: float | str = Field(
+        "", description='USD/h cap for spot; "" = the on-demand price as cap.'
+    )
+    disk_gb: int = Field(200, description="Encrypted gp3 root volume size in GB.")
+    disk_throughput_mbs: int = Field(
+        1000, description="gp3 throughput in MB/s (base 125 loads a 26 GB model in 3+ minutes)."
+    )
+    disk_iops: int = Field(4000, description="gp3 IOPS (throughput may be at most IOPS / 4).")
+    image: str = Field(
+        "dlami-ubuntu-22.04",
+        description='"dlami-ubuntu-22.04" (driver preinstalled) or "ubuntu-24.04".',
+    )
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out: list[Problem] = []
+        regions = cat.regions["aws"].names
+        if self.region not in regions:
+            out.append(
+                self.p(
+                    "region",
+                    f"{show(self.region)} is not an AWS region — known: "
+                    f"{known(regions)}; the plan uses eu-west-1 (Ireland)",
+                )
+            )
+        out += _machine_problems(
+            self, "instance_types", self.instance_types, "region", self.region, "aws", cat
+        )
+        if (cap := _spot_cap_problem(self, self.spot_max_price)) is not None:
+            out.append(cap)
+        images = cat.images_of("aws")
+        if self.image not in images:
+            out.append(
+                self.p(
+                    "image",
+                    f"{show(self.image)} is not a known AWS image — use one of: {known(images)}",
+                )
+            )
+        if not 8 <= self.disk_gb <= 16384:
+            out.append(
+                self.p(
+                    "disk_gb",
+                    f"{self.disk_gb} is outside gp3's 8-16384 GB — "
+                    "write the size in GB, e.g. disk_gb = 200",
+                )
+            )
+        if not 125 <= self.disk_throughput_mbs <= 1000:
+            out.append(
+                self.p(
+                    "disk_throughput_mbs",
+                    f"{self.disk_throughput_mbs} is outside "
+                    "gp3's 125-1000 MB/s — e.g. disk_throughput_mbs = 1000",
+                )
+            )
+        if not 3000 <= self.disk_iops <= 16000:
+            out.append(
+                self.p(
+                    "disk_iops",
+                    f"{self.disk_iops} is outside gp3's 3000-16000 IOPS — e.g. disk_iops = 4000",
+                )
+            )
+        elif self.disk_throughput_mbs > self.disk_iops / 4:
+            out.append(
+                self.p(
+                    "disk_iops",
+                    f"{self.disk_iops} IOPS allow at most "
+                    f"{self.disk_iops // 4} MB/s on gp3, not {self.disk_throughput_mbs}"
+                    f" — set disk_iops = {self.disk_throughput_mbs * 4} or more",
+                )
+            )
+        return out
+
+
+class AzureSection(Section):
+    name: ClassVar[str] = "azure"
+    enabled: bool = Field(True, description="Deploy to Azure with make deploy-azure.")
+    location: str = Field("westeurope", description="Azure region (location name).")
+    vm_sizes: list[str] = Field(
+        default_factory=lambda: ["Standard_NC8as_T4_v3"],
+        description="One VM per size (NCasT4_v3 = one T4).",
+    )
+    spot: bool = Field(True, description="Spot priority with eviction = Deallocate.")
+    spot_max_price: float | str = Field(
+        "", description='USD/h cap for spot; "" = -1 (never evicted for price).'
+    )
+    disk_gb: int = Field(200, description="OS disk size in GB.")
+    disk_type: Literal["Premium_LRS", "StandardSSD_LRS", "Standard_LRS"] = Field(
+        "Premium_LRS", description="OS disk type (Premium_LRS loads models fastest)."
+    )
+    image: str = Field("ubuntu-22.04", description='"ubuntu-22.04" (Gen2) or "ubuntu-24.04".')
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out: list[Problem] = []
+        regions = cat.regions["azure"].names
+        if self.location not in regions:
+            out.append(
+                self.p(
+                    "location",
+                    f"{show(self.location)} is not an Azure location — "
+                    f"known: {known(regions)}; the plan uses westeurope",
+                )
+            )
+        out += _machine_problems(
+            self, "vm_sizes", self.vm_sizes, "location", self.location, "azure", cat
+        )
+        if (cap := _spot_cap_problem(self, self.spot_max_price)) is not None:
+            out.append(cap)
+        images = cat.images_of("azure")
+        if self.image not in images:
+            out.append(
+                self.p(
+                    "image",
+                    f"{show(self.image)} is not a known Azure image — use one of: {known(images)}",
+                )
+            )
+        if not 30 <= self.disk_gb <= 4095:
+            out.append(
+                self.p(
+                    "disk_gb",
+                    f"{self.disk_gb} is outside 30-4095 GB for an OS disk "
+                    "— write the size in GB, e.g. disk_gb = 200",
+                )
+            )
+        return out
+
+
+class AccessSection(Section):
+    name: ClassVar[str] = "access"
+    ssh_source: str = Field(
+        "auto", description='"auto" = your public IP /32 at deploy time, or a CIDR.'
+    )
+    allow_open_ssh: bool = Field(
+        False, description="Required to accept a world-open (or very broad) ssh_source."
+    )
+    ssh_public_key: str = Field(
+        "", description='Public key file; "" = generate a key pair under .state/.'
+    )
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The SSH source as a network; None for "auto" (resolved at deploy time)."""
+        if self.ssh_source == "auto":
+            return None
+        return ipaddress.ip_network(self.ssh_source, strict=True)
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out: list[Problem] = []
+        if self.ssh_source != "auto":
+            try:
+                net = self.network()
+            except ValueError:
+                out.append(self.p("ssh_source", self._cidr_hint()))
+            else:
+                assert net is not None
+                if net.prefixlen < OPEN_PREFIX[net.version] and not self.allow_open_ssh:
+                    world = (
+                        "the whole internet"
+                        if net.prefixlen == 0
+                        else (f"{net.num_addresses:,} addresses")
+                    )
+                    out.append(
+                        self.p(
+                            "ssh_source",
+                            f"{show(self.ssh_source)} opens SSH to "
+                            f'{world} — use "auto" (your IP /32) or a narrow CIDR, '
+                            "or set access.allow_open_ssh = true if you really mean it",
+                        )
+                    )
+        if self.ssh_public_key:
+            out += self._key_problems(base_dir)
+        return out
+
+    def _cidr_hint(self) -> str:
+        value = self.ssh_source
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return (
+                f'{show(value)} is not a CIDR — write "auto", an address range like '
+                '"203.0.113.7/32", or an IPv6 range like "2001:db8::/64"'
+            )
+        host = value.split("/")[0]
+        return (
+            f'{show(value)} has host bits set — did you mean "{loose}" (the range) or '
+            f'"{host}/{loose.max_prefixlen}" (one address)?'
+        )
+
+    def key_path(self, base_dir: Path) -> Path:
+        path = Path(self.ssh_public_key).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+    def _key_problems(self, base_dir: Path) -> list[Problem]:
+        path = self.key_path(base_dir)
+        if not path.is_file():
+            return [
+                self.p(
+                    "ssh_public_key",
+                    f"{show(self.ssh_public_key)} does not exist — point "
+                    'to a public key such as "~/.ssh/id_ed25519.pub", or "" to '
+                    "generate one under .state/",
+                )
+            ]
+        head = path.read_text(errors="replace")[:200]
+        if "PRIVATE KEY" in head:
+            return [
+                self.p(
+                    "ssh_public_key",
+                    f"{show(self.ssh_public_key)} is a PRIVATE key — "
+                    "point to its .pub file; the private key never leaves your machine",
+                )
+            ]
+        if not re.match(r"(ssh-(ed25519|rsa)|ecdsa-sha2-\S+|sk-\S+) ", head):
+            return [
+                self.p(
+                    "ssh_public_key",
+                    f"{show(self.ssh_public_key)} is not an OpenSSH "
+                    "public key (ssh-ed25519 / ssh-rsa / ecdsa-…) — point to a .pub file",
+                )
+            ]
+        return []
+
+
+class AutostopSection(Section):
+    name: ClassVar[str] = "autostop"
+    idle_minutes: int = Field(30, description="Stop after this many idle minutes in a row.")
+    max_hours: float = Field(4, description="Stop this many hours after boot, busy or not.")
+    allow_long_runs: bool = Field(False, description="Required for max_hours above 24.")
+    daily_shutdown: str = Field(
+        "19:00", description='Cloud-side daily stop "HH:MM" (24 h), or "off".'
+    )
+    timezone: str = Field("UTC", description="IANA time zone of daily_shutdown, e.g. Asia/Tokyo.")
+    gpu_idle_percent: int = Field(10, description="GPU utilisation below this counts as idle.")
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out: list[Problem] = []
+        if not 5 <= self.idle_minutes <= 1440:
+            out.append(
+                self.p(
+                    "idle_minutes",
+                    f"{self.idle_minutes} must be between 5 and 1440 "
+                    "minutes — e.g. idle_minutes = 30 (model pulls take minutes)",
+                )
+            )
+        if self.max_hours <= 0:
+            out.append(
+                self.p(
+                    "max_hours",
+                    f"{show(self.max_hours)} must be a positive number of "
+                    "hours — e.g. max_hours = 4",
+                )
+            )
+        elif self.max_hours > MAX_HOURS_HARD_LIMIT:
+            out.append(
+                self.p(
+                    "max_hours",
+                    f"{show(self.max_hours)} is over "
+                    f"{MAX_HOURS_HARD_LIMIT} h — a rehearsal stops within a week; "
+                    "lower it and redeploy when needed",
+                )
+            )
+        elif self.max_hours > 24 and not self.allow_long_runs:
+            out.append(
+                self.p(
+                    "max_hours",
+                    f"{show(self.max_hours)} h is over 24 h — lower it, "
+                    "or set autostop.allow_long_runs = true to accept the cost",
+                )
+            )
+        if self.daily_shutdown != "off" and not re.fullmatch(
+            r"([01]\d|2[0-3]):[0-5]\d", self.daily_shutdown
+        ):
+            out.append(
+                self.p(
+                    "daily_shutdown",
+                    f"{show(self.daily_shutdown)} is not a 24-hour "
+                    'time — write "HH:MM", e.g. daily_shutdown = "19:00", or "off"',
+                )
+            )
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            out.append(
+                self.p(
+                    "timezone",
+                    f"{show(self.timezone)} is not an IANA time zone — "
+                    'write e.g. timezone = "UTC" or "Asia/Tokyo"',
+                )
+            )
+        if not 0 <= self.gpu_idle_percent <= 100:
+            out.append(
+                self.p(
+                    "gpu_idle_percent",
+                    f"{self.gpu_idle_percent} is not a percentage "
+                    "— write 0-100, e.g. gpu_idle_percent = 10",
+                )
+            )
+        return out
+
+
+class BenchSection(Section):
+    name: ClassVar[str] = "bench"
+    models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description="Ollama tags to pull and bench (catalog models).",
+    )
+    workloads: list[Literal["chat-en", "chat-ja", "code", "long-context"]] = Field(
+        default_factory=lambda: list(WORKLOADS), description="Workloads run on every model."
+    )
+    repetitions: int = Field(3, description="Measured requests per model and workload.")
+
+    def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
+        out: list[Problem] = []
+        if not self.models:
+            out.append(
+                self.p("models", 'is empty — list at least one model, e.g. models = ["llama3:8b"]')
+            )
+        seen: set[str] = set()
+        for i, tag in enumerate(self.models):
+            path = f"models[{i}]"
+            if tag in seen:
+                out.append(self.p(path, f"{show(tag)} is listed twice — remove the duplicate"))
+            seen.add(tag)
+            if tag in cat.models:
+                continue
+            if (gone := cat.unavailable.get(tag)) is not None:
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(tag)} does not exist in Ollama ({gone.reason}) — "
+                        f"use {show(gone.replacement)}",
+                    )
+                )
+            else:
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(tag)} is not a known model tag — known: "
+                        f"{known(cat.models, limit=20)} (add it to "
+                        "rig/catalog/models.toml with its size and source)",
+                    )
+                )
+        if not self.workloads:
+            out.append(self.p("workloads", 'is empty — e.g. workloads = ["chat-en"]'))
+        if not 1 <= self.repetitions <= 20:
+            out.append(
+                self.p(
+                    "repetitions",
+                    f"{self.repetitions} must be between 1 and 20 — e.g. repetitions = 3",
+                )
+            )
+        return out
+
+
+SECTIONS: dict[str, type[Section]] = {
+    s.name: s
+    for s in (PcSection, AwsSection, AzureSection, AccessSection, AutostopSection, BenchSection)
+}
+
+
+class Profile(BaseModel):
+    """The validated profile: what every other part of gpu-rehearsal reads."""
+
+    model_config = ConfigDict(frozen=True)
+    pc: PcSection = PcSection()
+    aws: AwsSection = AwsSection()
+    azure: AzureSection = AzureSection()
+    access: AccessSection = AccessSection()
+    autostop: AutostopSection = AutostopSection()
+    bench: BenchSection = BenchSection()
+    path: Path = DEFAULT_PROFILE
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.resolve().parent
+
+    def as_toml_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: getattr(self, name).model_dump() for name in SECTIONS}
+
+
+# --- turning pydantic's type errors into our one-line form ---------------------------------
+
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "text in quotes",
+    "list": "a list [ ... ]",
+    "dict": "a table",
+}
+
+
+def _example(section: type[Section], field: str) -> str:
+    info = section.model_fields[field]
+    default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+    if isinstance(default, list):
+        default = default[:1]
+    return f"{field} = {toml_literal(default)}"
+
+
+def toml_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return show(value)
+
+
+def _from_pydantic(section: type[Section], err: dict[str, Any]) -> Problem:
+    loc = tuple(err["loc"])
+    # For unions pydantic appends the tried branch ("float", "str") to loc: drop it.
+    loc = tuple(
+        part
+        for part in loc
+        if not (isinstance(part, str) and part not in section.model_fields and part != loc[0])
+    )
+    path = path_of((section.name, *loc))
+    field = str(loc[0]) if loc else ""
+    value = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return Problem(
+            path,
+            f"unknown key {show(field)} in [{section.name}] — known keys: "
+            f"{', '.join(section.model_fields)}; check the spelling",
+        )
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return Problem(path, f"{show(value)} is not allowed — use one of: {expected}")
+    word = next((w for k, w in _TYPE_WORDS.items() if kind.startswith(k)), None)
+    if word is None and kind.endswith("_type"):
+        word = "the right type"
+    if word is not None and field in section.model_fields:
+        return Problem(path, f"{show(value)} is not {word} — write e.g. {_example(section, field)}")
+    return Problem(path, f"{show(value)}: {err['msg']} — see the comments in rig.toml")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def parse_toml(path: Path, filename: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(
+            filename,
+            [
+                Problem(
+                    "",
+                    "no such file — run from the project root, "
+                    "pass --config PATH, or restore the default with "
+                    "`git checkout rig.toml`",
+                )
+            ],
+        ) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ProfileError(
+            filename,
+            [
+                Problem(
+                    "",
+                    f"cannot be read ({exc.__class__.__name__}) "
+                    "— pass --config with a readable UTF-8 TOML file",
+                )
+            ],
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        where = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", msg)
+        place = f"line {where.group(1)}, column {where.group(2)}" if where else "end of file"
+        raise ProfileError(
+            filename,
+            [
+                Problem(
+                    "",
+                    f"TOML syntax error at {place}: {reason} — "
+                    "fix the syntax there (strings need quotes, "
+                    "key = value)",
+                )
+            ],
+        ) from None
+
+
+def validate(
+    data: dict[str, Any], path: Path = DEFAULT_PROFILE, cat: Catalog | None = None
+) -> Profile:
+    """Validate parsed TOML; raise ProfileError listing every problem found."""
+    cat = cat or load_catalog()
+    filename = str(path)
+    base_dir = path.resolve().parent
+    problems: list[Problem] = []
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(
+                Problem(
+                    key,
+                    f"unknown section [{key}] — known sections: "
+                    f"{', '.join(f'[{s}]' for s in SECTIONS)}; check the spelling",
+                )
+            )
+    sections: dict[str, Section] = {}
+    for name, cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            problems.append(
+                Problem(
+                    name,
+                    f"{show(raw)} must be a section — write [{name}] on "
+                    "its own line, then its keys",
+                )
+            )
+            continue
+        try:
+            sections[name] = cls.model_validate(raw)
+        except ValidationError as exc:
+            type_problems = [_from_pydantic(cls, e) for e in exc.errors()]  # type: ignore[arg-type]
+            problems += type_problems
+            problems += _check_remaining(cls, raw, exc, type_problems, cat, base_dir)
+            continue
+        problems += sections[name].check(cat, base_dir)
+    bench = sections.get("bench")
+    if bench is not None:
+        models = [m for m in bench.models if m in cat.models]  # type: ignore[attr-defined]
+        for cloud in ("aws", "azure"):
+            sec = sections.get(cloud)
+            if sec is not None and sec.enabled:  # type: ignore[attr-defined]
+                disk = _disk_problem(sec, cat, cloud, sec.image, sec.disk_gb, models)  # type: ignore[attr-defined]
+                if disk is not None:
+                    problems.append(disk)
+    if problems:
+        raise ProfileError(filename, problems)
+    return Profile(**sections, path=path)  # type: ignore[arg-type]
+
+
+def _check_remaining(
+    cls: type[Section],
+    raw: dict[str, Any],
+    exc: ValidationError,
+    reported: list[Problem],
+    cat: Catalog,
+    base_dir: Path,
+) -> list[Problem]:
+    """Check a section's well-typed fields too, so one run reports every problem."""
+    bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+    try:
+        partial = cls.model_validate({k: v for k, v in raw.items() if k not in bad})
+    except ValidationError:
+        return []
+    bad_paths = {f"{cls.name}.{field}" for field in bad}
+    return [
+        p
+        for p in partial.check(cat, base_dir)
+        if not any(p.path == b or p.path.startswith((b + ".", b + "[")) for b in bad_paths)
+    ]
+
+
+def load_profile(path: Path | str = DEFAULT_PROFILE, cat: Catalog | None = None) -> Profile:
+    path = Path(path)
+    return validate(parse_toml(path, str(path)), path, cat)

@@ -1,0 +1,211 @@
+"""Rich tables for the terminal; JSON shapes for scripts. Presentation only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rig.catalog import Catalog
+from rig.catalog.schema import Cloud
+from rig.compare import closeness
+from rig.profile import Profile, toml_literal
+
+GPU_ROWS: list[tuple[str, str]] = [
+    ("role", "Role"),
+    ("arch", "Architecture"),
+    ("compute_capability", "Compute capability"),
+    ("vram_gb", "VRAM (GB)"),
+    ("memory_type", "Memory"),
+    ("bus_width_bits", "Bus (bit)"),
+    ("bandwidth_gbs", "Bandwidth (GB/s)"),
+    ("cuda_cores", "CUDA cores"),
+    ("fp32_tflops", "FP32 TFLOPS"),
+    ("tensor_fp16_tflops", "Tensor FP16 TFLOPS"),
+    ("tdp_w", "TDP (W)"),
+    ("source", "Source"),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def gpu_table(cat: Catalog) -> Table:
+    """GPUs side by side, one column each: the conversation's first table."""
+    table = Table(title="GPUs: the planned PC's cards and their cloud stand-ins")
+    table.add_column("")
+    for gpu in cat.gpus.values():
+        table.add_column(gpu.name.replace("NVIDIA ", "").replace("GeForce ", ""), justify="right")
+    for field, label in GPU_ROWS:
+        table.add_row(label, *(_cell(getattr(g, field)) for g in cat.gpus.values()))
+    return table
+
+
+def instance_table(cat: Catalog, regions: dict[Cloud, str]) -> Table:
+    table = Table(title="Cloud GPU instances (on-demand Linux $/h; spot is read live at deploy)")
+    for col in ("Cloud", "Type", "GPU", "VRAM", "vCPU", "RAM GiB", "Local NVMe GB"):
+        table.add_column(col, justify="right" if col not in ("Cloud", "Type", "GPU") else "left")
+    table.add_column("$/h (profile region)", justify="right")
+    table.add_column("$/h elsewhere", justify="left")
+    table.add_column("Source")
+    for inst in cat.gpu_instances():
+        gpu = cat.gpus[inst.gpu or ""]
+        here = inst.price_in(regions[inst.cloud])
+        others = ", ".join(f"{p.region} {p.usd_per_hour:g}" for p in inst.prices if p is not here)
+        table.add_row(
+            inst.cloud,
+            inst.key,
+            gpu.key,
+            f"{gpu.vram_gb * inst.gpu_count:g} GB",
+            str(inst.vcpu),
+            f"{inst.ram_gib:g}",
+            _cell(inst.local_nvme_gb),
+            f"{here.usd_per_hour:.3f} ({here.region})" if here else "—",
+            others or "—",
+            here.source if here else (inst.prices[0].source if inst.prices else inst.source),
+        )
+    return table
+
+
+def print_catalog(console: Console, cat: Catalog, pc_gpu: str, regions: dict[Cloud, str]) -> None:
+    console.print(gpu_table(cat))
+    console.print(instance_table(cat, regions))
+    console.print(f"[bold]Closeness to the planned PC ({cat.gpus[pc_gpu].name})[/bold]")
+    for item in closeness(cat, pc_gpu, regions):
+        console.print(f"  • {item.summary()}")
+    sources = Table(
+        title="Sources (every figure above names one)",
+        title_justify="left",
+        box=None,
+        show_header=False,
+        style="dim",
+    )
+    for src in cat.sources.values():
+        sources.add_row(src.key, str(src.as_of), escape(src.title))
+    console.print(sources)
+
+
+def catalog_json(cat: Catalog, pc_gpu: str, regions: dict[Cloud, str]) -> dict[str, Any]:
+    def dump(entry: Any) -> dict[str, Any]:
+        return entry.model_dump(mode="json")
+
+    return {
+        "pc_gpu": pc_gpu,
+        "regions": regions,
+        "gpus": [dump(g) for g in cat.gpus.values()],
+        "instances": [dump(i) for i in cat.instances.values()],
+        "cpus": [dump(c) for c in cat.cpus.values()],
+        "ram": [dump(r) for r in cat.ram.values()],
+        "images": [dump(i) for i in cat.images.values()],
+        "models": [dump(m) for m in cat.models.values()],
+        "unavailable": [dump(u) for u in cat.unavailable.values()],
+        "calibration": [dump(p) for p in cat.calibration],
+        "closeness": [c.as_dict() for c in closeness(cat, pc_gpu, regions)],
+        "sources": {k: dump(s) for k, s in cat.sources.items()},
+    }
+
+
+def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
+    """What the profile's keys mean once looked up in the catalog."""
+    pc = cat.gpus[profile.pc.gpu]
+    ram = cat.ram[profile.pc.ram]
+
+    def machines(cloud: str, names: list[str], region: str, section: Any) -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            inst = cat.instances[name]
+            gpu = cat.gpus[inst.gpu or ""]
+            price = inst.price_in(region)
+            # Spot bills at most its cap: the on-demand price unless the profile sets another.
+            cap = section.spot_max_price if section.spot and section.spot_max_price != "" else None
+            hourly = cap if cap is not None else (price.usd_per_hour if price else None)
+            out.append(
+                {
+                    "type": name,
+                    "gpu": gpu.key,
+                    "vram_gb": gpu.vram_gb * inst.gpu_count,
+                    "vcpu": inst.vcpu,
+                    "ram_gib": inst.ram_gib,
+                    "on_demand_usd_per_hour": price.usd_per_hour if price else None,
+                    "price_source": price.source if price else None,
+                    "worst_case_usd": None
+                    if hourly is None
+                    else round(hourly * profile.autostop.max_hours, 2),
+                }
+            )
+        return out
+
+    net = profile.access.network()
+    return {
+        "pc": {
+            "gpu": pc.name,
+            "vram_gb": pc.vram_gb,
+            "bandwidth_gbs": pc.bandwidth_gbs,
+            "cpu": cat.cpus[profile.pc.cpu].name,
+            "ram": f"{profile.pc.ram_gb} GB {ram.name}",
+            "ram_bandwidth_gbs": ram.bandwidth_gbs,
+        },
+        "aws": machines("aws", profile.aws.instance_types, profile.aws.region, profile.aws)
+        if profile.aws.enabled
+        else [],
+        "azure": machines("azure", profile.azure.vm_sizes, profile.azure.location, profile.azure)
+        if profile.azure.enabled
+        else [],
+        "ssh_source": str(net)
+        if net is not None
+        else "auto: your public IP /32, looked up at deploy time",
+        "models_download_gb": round(
+            sum(cat.models[m].download_gb for m in profile.bench.models), 1
+        ),
+    }
+
+
+def print_profile(console: Console, profile: Profile, cat: Catalog, notes: list[str]) -> None:
+    console.print(f"[green]{profile.path}: valid[/green]")
+    for name, values in profile.as_toml_dict().items():
+        table = Table(
+            title=escape(f"[{name}]"),
+            title_justify="left",
+            show_header=False,
+            box=None,
+            title_style="bold",
+        )
+        table.add_column(style="cyan")
+        table.add_column()
+        for key, value in values.items():
+            table.add_row(key, escape(toml_literal(value)))
+        console.print(table)
+    res = resolved(profile, cat)
+    pc = res["pc"]
+    console.print(
+        f"[bold]Planned PC[/bold]: {pc['gpu']} ({pc['vram_gb']:g} GB, "
+        f"{pc['bandwidth_gbs']:g} GB/s), {pc['cpu']}, {pc['ram']} "
+        f"({pc['ram_bandwidth_gbs']:g} GB/s)"
+    )
+    for cloud in ("aws", "azure"):
+        for m in res[cloud]:
+            price = m["on_demand_usd_per_hour"]
+            cost = "price: looked up live at deploy"
+            if price:
+                cost = (
+                    f"on-demand ${price:.3f}/h ({m['price_source']}); at most "
+                    f"${m['worst_case_usd']:.2f} before max_hours stops it"
+                )
+            console.print(
+                f"[bold]{cloud}[/bold] {m['type']}: {m['gpu']} {m['vram_gb']:g} GB, "
+                f"{m['vcpu']} vCPU, {m['ram_gib']:g} GiB, {cost}",
+                highlight=False,
+            )
+    console.print(
+        f"[bold]SSH from[/bold]: {res['ssh_source']}; models to pull: "
+        f"{res['models_download_gb']:g} GB"
+    )
+    for note in notes:
+        console.print(f"[yellow]note[/yellow] {note}")
