@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
 from rig.advice import advisories
 from rig.catalog import CatalogError, load_catalog
-from rig.problems import ProfileError
+from rig.problems import CommandError, ProfileError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import catalog_json, print_catalog, print_profile, resolved
+from rig.state import STATE_DIR, read_all, utc_now
+from rig.status import print_status, status_rows
 
 EXIT_INVALID = 2
+# Optional command modules, one per part: each exposes add_commands(commands: Commands).
+# Missing ones (a part not built yet) are skipped, so the CLI lists only what works.
+EXTENSIONS = ("rig.aws_cli", "rig.azure_cli", "rig.plan", "rig.provision")
+
+
+@dataclass
+class Commands:
+    """Where extensions hang their subcommands; each sets func=handler(args, console) -> int."""
+
+    top: argparse._SubParsersAction  # type: ignore[type-arg]  # python -m rig <command>
+    deploy: argparse._SubParsersAction  # type: ignore[type-arg]  # python -m rig deploy <cloud>
+    destroy: argparse._SubParsersAction  # type: ignore[type-arg]  # python -m rig destroy <cloud>
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +51,29 @@ def _parser() -> argparse.ArgumentParser:
         help="profile whose PC and regions to compare against (if it exists)",
     )
     catalog.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    catalog.set_defaults(func=cmd_catalog)
+    check.set_defaults(func=cmd_check)
+    status = sub.add_parser("status", help="what is deployed, since when, $ so far, auto-stop")
+    status.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+    commands = Commands(
+        top=sub,
+        deploy=sub.add_parser("deploy", help="deploy a GPU VM for the rehearsal").add_subparsers(
+            dest="cloud", required=True, metavar="CLOUD"
+        ),
+        destroy=sub.add_parser(
+            "destroy", help="destroy what a deploy created, verified"
+        ).add_subparsers(dest="cloud", required=True, metavar="CLOUD"),
+    )
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a real import error inside a part that exists
+            continue
+        module.add_commands(commands)
     return parser
 
 
@@ -78,7 +117,13 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "catalog": cmd_catalog}
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    rows = status_rows(read_all(args.state_dir), utc_now())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_status(console, rows)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,11 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        return COMMANDS[args.command](args, console)
+        return int(args.func(args, console))
     except ProfileError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
         return EXIT_INVALID
+    except CommandError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
     except CatalogError as exc:
         err.print(
             f"rig/catalog: {exc} — fix the data file named there", markup=False, soft_wrap=True

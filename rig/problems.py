@@ -59,3 +59,15 @@ def known(names: list[str] | set[str], limit: int = 12) -> str:
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+class CommandError(Exception):
+    """A command cannot go on (no credentials, no quota, ...): one line saying what and the fix.
+
+    Raised by deploy/destroy/provision; `python -m rig` prints it without a traceback and exits
+    with `exit_code` (1 by default; 2 is kept for invalid input).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
