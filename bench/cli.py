@@ -33,12 +33,13 @@ from bench.targets import (
     parse_target,
 )
 from bench.workload import WORKLOAD_DIR
+from rig.catalog import load_catalog
 from rig.problems import ProfileError
 from rig.profile import DEFAULT_PROFILE, load_profile
 
 EXIT_BAD_INPUT = 2
 DEMO_REPETITIONS = 2
-DEMO_MAX_CTX = 2048
+DEMO_MAX_CTX = engine.CONTEXT  # the demo server's whole context (llama-server -c)
 
 
 class UsageError(Exception):
@@ -94,12 +95,15 @@ def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict]:
         raise UsageError(f"--repetitions: {reps} — use 1 to 50")
     if args.max_ctx is not None and args.max_ctx < 512:
         raise UsageError(f"--max-ctx: {args.max_ctx} — use at least 512")
+    models = list(args.models or (bench.models if bench else []))
+    catalog = load_catalog()
     plan = Plan(
-        models=list(args.models or (bench.models if bench else [])),
+        models=models,
         workloads=list(workloads),
         repetitions=reps,
         quick=args.quick,
         max_ctx=args.max_ctx,
+        model_ctx={m: catalog.models[m].context_length for m in models if m in catalog.models},
     )
     return plan, (profile.as_toml_dict() if profile else {})
 

@@ -30,6 +30,8 @@ class Plan:
     repetitions: int
     quick: bool = False
     max_ctx: int | None = None
+    # A model's trained context (catalog): longer cases are skipped for it, not run degraded.
+    model_ctx: dict[str, int] = field(default_factory=dict)
 
     def requests(self) -> list[Request]:
         return [r for w in self.workloads for r in requests(w, self.quick, self.max_ctx)]
@@ -69,7 +71,13 @@ Progress = Callable[[str, int, int, str], None]
 
 def plan_work(plan: Plan, models: list[str]) -> list[Work]:
     reqs = plan.requests()
-    return [Work(m, r, rep) for m in models for r in reqs for rep in range(plan.repetitions)]
+    return [
+        Work(m, r, rep)
+        for m in models
+        for r in reqs
+        if r.num_ctx <= plan.model_ctx.get(m, r.num_ctx)
+        for rep in range(plan.repetitions)
+    ]
 
 
 class Runner:
@@ -117,16 +125,24 @@ class Runner:
                 try:
                     self.progress(name, done, total, f"{model}: checking / pulling")
                     target.backend.ensure_model(model, self._pull_progress(name, done, total))
-                    self._warm_up(target, model, items[0].request)
                 except RequestFailed as exc:  # this model cannot run here; the next may
-                    for w in items:
-                        self._fail(target, w, f"model unavailable: {exc}")
-                        pending.remove(w)
-                        outcome.failed += 1
-                    done += len(items)
-                    outcome.errors.append(str(exc))
+                    done += self._fail_all(
+                        target, items, pending, outcome, f"model unavailable: {exc}"
+                    )
                     continue
-                for w in items:
+                warm_ctx: int | None = None
+                for i, w in enumerate(items):
+                    if w.request.num_ctx != warm_ctx:
+                        # A new context size reloads the model in Ollama: warm up again so the
+                        # reload is never timed as part of a measured request.
+                        try:
+                            self._warm_up(target, model, w.request)
+                        except RequestFailed as exc:
+                            done += self._fail_all(
+                                target, items[i:], pending, outcome, f"warm-up failed: {exc}"
+                            )
+                            break
+                        warm_ctx = w.request.num_ctx
                     self.progress(
                         name,
                         done,
@@ -146,6 +162,21 @@ class Runner:
                 outcome.failed += 1
             done = total
         self.progress(name, done, total, "lost" if outcome.lost else "done")
+
+    def _fail_all(
+        self,
+        target: Target,
+        items: list[Work],
+        pending: list[Work],
+        outcome: TargetOutcome,
+        reason: str,
+    ) -> int:
+        for w in items:
+            self._fail(target, w, reason)
+            pending.remove(w)
+        outcome.failed += len(items)
+        outcome.errors.append(reason)
+        return len(items)
 
     def _pull_progress(self, name: str, done: int, total: int) -> PullProgress:
         def report(status: str, completed: int | None, size: int | None) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -89,7 +88,7 @@ def test_results_are_complete_and_client_decode_matches_the_server(server, tmp_p
         "2",
         "--quick",
         "--max-ctx",
-        "2048",
+        "4096",
         "--results-dir",
         str(tmp_path),
         "--no-report",
@@ -107,7 +106,7 @@ def test_results_are_complete_and_client_decode_matches_the_server(server, tmp_p
         assert 0 < line["ttft_s"] < line["e2e_s"]
     ratios = [x["decode_tok_s"] / x["server_decode_tok_s"] for x in got]
     print(f"\nclient/server decode ratio per request: {[round(r, 3) for r in ratios]}")
-    assert abs(statistics.median(ratios) - 1) <= 0.05
+    assert all(abs(r - 1) <= 0.05 for r in ratios), ratios
     long_ctx = [x for x in got if x["workload"] == "long-context"]
     assert all(x["prompt_tokens"] > 900 for x in long_ctx)
     meta = json.loads((run_dir / "meta.json").read_text())

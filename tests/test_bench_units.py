@@ -169,3 +169,22 @@ def test_state_file_becomes_a_tunnelled_target(tmp_path):
     path.write_text("{}")
     with pytest.raises(TargetError, match="not a usable state file"):
         from_state_file(path)
+
+
+def test_plan_skips_cases_beyond_a_models_trained_context():
+    from bench.runner import Plan, plan_work
+
+    plan = Plan(
+        ["llama3:8b", "qwen2:7b"],
+        ["long-context"],
+        1,
+        model_ctx={"llama3:8b": 8192, "qwen2:7b": 32768},
+    )
+    cases = {(w.model, w.request.case) for w in plan_work(plan, plan.models)}
+    assert cases == {
+        ("llama3:8b", "ctx1k"),
+        ("llama3:8b", "ctx4k"),
+        ("qwen2:7b", "ctx1k"),
+        ("qwen2:7b", "ctx4k"),
+        ("qwen2:7b", "ctx16k"),
+    }

@@ -72,5 +72,6 @@ def test_makefile_help_lists_only_existing_targets():
     makefile = (ROOT / "Makefile").read_text()
     documented = re.findall(r"^([a-z-]+):.*## ", makefile, re.M)
     assert {"help", "setup", "test-deps", "test", "compare", "bench", "engine"} <= set(documented)
-    for target in ("deploy-aws", "deploy-azure", "destroy"):
-        assert target not in documented  # listed only once they work
+    # A documented target must exist as a rule whose recipe runs something.
+    for target in documented:
+        assert re.search(rf"^{target}:.*\n\t", makefile, re.M), target
