@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from bench.backends import Backend, PullProgress
 from bench.gpu import GpuSampler, GpuStats
 from bench.http import RequestFailed, TargetLost
-from bench.metrics import measure
+from bench.metrics import Stream, measure
 from bench.schema import RequestResult, TargetInfo
 from bench.store import RunStore, WorkKey, utc_now
 from bench.workload import Request, judge, requests
@@ -131,12 +131,14 @@ class Runner:
                     )
                     continue
                 warm_ctx: int | None = None
+                load_s: float | None = None
                 for i, w in enumerate(items):
                     if w.request.num_ctx != warm_ctx:
                         # A new context size reloads the model in Ollama: warm up again so the
                         # reload is never timed as part of a measured request.
                         try:
-                            self._warm_up(target, model, w.request)
+                            warm = self._warm_up(target, model, w.request)
+                            load_s = warm.load_s
                         except RequestFailed as exc:
                             done += self._fail_all(
                                 target, items[i:], pending, outcome, f"warm-up failed: {exc}"
@@ -149,7 +151,7 @@ class Runner:
                         total,
                         f"{model} {w.request.workload}/{w.request.case} #{w.rep + 1}",
                     )
-                    ok = self._measure(target, w, outcome)
+                    ok = self._measure(target, w, outcome, load_s)
                     pending.remove(w)
                     done += 1
                     outcome.measured += ok
@@ -185,8 +187,9 @@ class Runner:
 
         return report
 
-    def _warm_up(self, target: Target, model: str, request: Request) -> None:
-        """One unmeasured request: loads the model so load time does not skew the first rep."""
+    def _warm_up(self, target: Target, model: str, request: Request) -> Stream:
+        """One unmeasured request: it loads the model, so load time never skews a measured
+        request; the load time it reports is kept as the model's load time."""
         warm = Request(
             request.workload,
             "warm-up",
@@ -196,9 +199,11 @@ class Runner:
             WARMUP_PREDICT,
             request.num_ctx,
         )
-        target.backend.chat(model, warm)
+        return target.backend.chat(model, warm)
 
-    def _measure(self, target: Target, work: Work, outcome: TargetOutcome) -> bool:
+    def _measure(
+        self, target: Target, work: Work, outcome: TargetOutcome, load_s: float | None = None
+    ) -> bool:
         """Run one request; write its line. Returns ok. Raises TargetLost when the target is
         gone for good (after one retry, if the server still answers its health check)."""
         req = work.request
@@ -241,7 +246,7 @@ class Runner:
                 itl_p50_ms=m.itl_p50_ms,
                 itl_p95_ms=m.itl_p95_ms,
                 e2e_s=m.e2e_s,
-                load_s=stream.load_s,
+                load_s=load_s,  # from the warm-up that loaded the model (not mirrored to the PC)
                 num_ctx=req.num_ctx,
                 size_bytes=loaded.size if loaded else None,
                 size_vram_bytes=loaded.size_vram if loaded else None,

@@ -35,7 +35,7 @@ class RequestResult:
     itl_p50_ms: float | None = None  # inter-token latency percentiles, client side
     itl_p95_ms: float | None = None
     e2e_s: float | None = None  # request sent -> last byte
-    load_s: float | None = None  # model load time reported by the server (not mirrored)
+    load_s: float | None = None  # model load time, from the warm-up that loaded it (not mirrored)
     num_ctx: int | None = None
     size_bytes: int | None = None  # /api/ps size of the loaded model
     size_vram_bytes: int | None = None  # /api/ps size_vram: share on GPU = size_vram / size

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from chromium_driver import Chromium
 
 pytest_plugins = ["ci_no_skips", "pytester"]
 
@@ -43,3 +45,14 @@ def profile_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def chromium(tmp_path: Path):
+    """A headless Chromium (Debian's package; make test-deps installs it)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; make test-deps)")
+    browser = Chromium(binary, tmp_path / "chromium-profile")
+    yield browser
+    browser.close()

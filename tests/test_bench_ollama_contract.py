@@ -109,6 +109,7 @@ def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tm
         assert line["size_bytes"] == line["size_vram_bytes"] == 5137025024
         assert line["ttft_s"] > 0 and line["decode_tok_s"] > 0 and line["e2e_s"] > 0
         assert line["itl_p50_ms"] >= 5  # the fixture spaces tokens 10 ms apart
+        assert line["load_s"] == pytest.approx(0.001334875)  # the warm-up's load_duration
     assert all(
         x["error"].startswith("model unavailable: ollama pull nope:1b")
         and "file does not exist" in x["error"]
