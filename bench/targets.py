@@ -34,19 +34,26 @@ class Remote:
     host: str
     user: str
     key: str | None
+    port: int = 22
+    # The rehearsal's own known_hosts (under .state/), so VMs that come and go with recycled
+    # IPs never touch or trip over the user's ~/.ssh/known_hosts.
+    known_hosts: str | None = None
 
     def ssh_argv(self) -> list[str]:
-        argv = [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            "ServerAliveInterval=15",
-            "-o",
-            "ServerAliveCountMax=3",
-        ]
+        options = {
+            "BatchMode": "yes",
+            "StrictHostKeyChecking": "accept-new",
+            "ServerAliveInterval": "15",
+            "ServerAliveCountMax": "3",
+            "ConnectTimeout": "15",
+        }
+        if self.known_hosts:
+            options["UserKnownHostsFile"] = self.known_hosts
+        if self.key:
+            options["IdentitiesOnly"] = "yes"
+        argv = ["ssh", "-p", str(self.port)]
+        for key, value in options.items():
+            argv += ["-o", f"{key}={value}"]
         if self.key:
             argv += ["-i", self.key]
         return [*argv, f"{self.user}@{self.host}"]
@@ -110,7 +117,12 @@ def from_state_file(path: Path) -> TargetSpec:
             usd_per_hour=price.get("usd_per_hour"),
             price_source=price.get("source"),
         )
-        remote = Remote(state["host"], state["ssh_user"], state.get("ssh_key"))
+        remote = Remote(
+            state["host"],
+            state["ssh_user"],
+            state.get("ssh_key"),
+            known_hosts=str(path.parent / "known_hosts"),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TargetError(
             f"{path}: not a usable state file ({exc.__class__.__name__}: {exc}) "
@@ -176,9 +188,14 @@ class SshTunnel:
             if self.proc.poll() is not None and self.proc.stderr is not None:
                 err = self.proc.stderr.read()
             self.close()
+            said = [
+                line.strip()
+                for line in err.decode(errors="replace").splitlines()
+                if line.strip() and not line.startswith("Warning: Permanently added")
+            ]
             raise TargetError(
                 f"SSH tunnel to {self.remote.user}@{self.remote.host} did not "
-                f"open: {err.decode(errors='replace').strip()[-200:] or 'timeout'}"
+                f"open: {' | '.join(said)[-200:] or 'timeout'}"
                 " — is the VM running (make status) and your IP allowed?"
             )
         return self.url
