@@ -55,7 +55,10 @@ test-deps: ## Install the system packages the tests need (apt-get; run as root, 
 	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then echo "test-deps: all present"; exit 0; fi; \
-	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	if echo "$$missing" | grep -qw openssh-server && command -v systemctl >/dev/null; then \
+	  $$SUDO systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true; \
+	  echo "test-deps: openssh-server installed for the tests only; its service stays disabled"; fi
 
 lint: setup ## ruff lint and format check
 	$(VENV)/bin/ruff check .
