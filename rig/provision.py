@@ -1,0 +1,200 @@
+"""`python -m rig provision <target>`: run ansible/site.yml against deployed VMs.
+
+The deploys call `provision(state, profile, console)` once SSH answers; it generates the
+inventory from the state file (rig/inventory.py), runs the playbook, and on success marks the
+state file `provisioned`. A failure becomes one CommandError line: the failing task's message
+and the command to rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rig.catalog import load_catalog
+from rig.problems import CommandError
+from rig.profile import DEFAULT_PROFILE, Profile, load_profile
+from rig.state import STATE_DIR, VmState, read_all, write
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE_DIR = ROOT / "ansible"
+PLAYBOOK = ANSIBLE_DIR / "site.yml"
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+"
+    r"rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)"
+)
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]]  # host -> ok/changed/unreachable/failed/skipped/...
+
+
+def ansible_playbook() -> Path:
+    """The ansible-playbook of this venv (make setup installs it), else one on PATH."""
+    local = Path(sys.executable).parent / "ansible-playbook"
+    if local.exists():
+        return local
+    found = shutil.which("ansible-playbook")
+    if found is None:
+        raise CommandError(
+            "provision: ansible-playbook not found — run `make setup` (it installs the pinned "
+            "ansible into .venv)"
+        )
+    return Path(found)
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    recap: dict[str, dict[str, int]] = {}
+    for line in output.splitlines():
+        if m := RECAP.match(line.strip()):
+            fields = m.groupdict()
+            host = fields.pop("host")
+            recap[host] = {k: int(v) for k, v in fields.items()}
+    return recap
+
+
+def failure_line(output: str) -> str:
+    """The message of the last failed task, on one line ("see the log above" if none)."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"^(fatal|failed): \[", line)]
+    if not starts:
+        return "the playbook failed (see the log above)"
+    first = lines[starts[-1]]
+    task = next(
+        (
+            m.group(1)
+            for line in reversed(lines[: starts[-1]])
+            if (m := re.match(r"^TASK \[(.*)\]", line))
+        ),
+        "?",
+    )
+    if "=>" in first and first.rstrip().endswith("}"):  # the one-line JSON form
+        try:
+            data = json.loads(first.split("=>", 1)[1])
+            return f"task '{task}': {data.get('msg', first)}"
+        except ValueError:
+            pass
+    msg: list[str] = []  # the yaml form: "    msg: ..." plus its indented continuation
+    for line in lines[starts[-1] + 1 :]:
+        if msg and (not line.startswith("      ") or not line.strip()):
+            break
+        if msg:
+            msg.append(line.strip())
+        elif line.strip().startswith("msg:"):
+            msg.append(line.strip()[4:].strip().strip("|>-").strip())
+    text = " ".join(p for p in msg if p).strip("'\"").replace("''", "'") or first
+    return f"task '{task}': {text}"
+
+
+def run_playbook(
+    inventory: Path,
+    limit: list[str] | None = None,
+    extra_vars: dict[str, Any] | None = None,
+    console: Console | None = None,
+    timeout_s: float = 3600,
+) -> PlaybookRun:
+    """Run site.yml, echoing its log line by line (model pulls take minutes)."""
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PYTHON_INTERPRETER="auto_silent",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    cmd = [str(ansible_playbook()), "-i", str(inventory), str(PLAYBOOK)]
+    if limit:
+        cmd += ["--limit", ",".join(limit)]
+    if extra_vars:
+        cmd += ["--extra-vars", json.dumps(extra_vars)]
+    out: list[str] = []
+    with subprocess.Popen(
+        cmd,
+        cwd=ANSIBLE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if console is not None:
+                console.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        rc = proc.wait(timeout=timeout_s)
+    output = "".join(out)
+    return PlaybookRun(rc, output, parse_recap(output))
+
+
+def provision(
+    state: VmState,
+    profile: Profile,
+    console: Console,
+    *,
+    extra_vars: dict[str, Any] | None = None,
+    state_dir: Path = STATE_DIR,
+) -> None:
+    """Converge one VM; on success set state.provisioned and rewrite its state file."""
+    from rig.inventory import write_inventory  # keeps `python -m rig --help` light
+
+    inventory = write_inventory([state], profile, state_dir)
+    console.print(f"provision {state.name}: ansible-playbook {PLAYBOOK.relative_to(ROOT)}")
+    run = run_playbook(inventory, [state.name], extra_vars, console)
+    stats = run.recap.get(state.name)
+    if stats is None or stats["unreachable"]:
+        raise CommandError(
+            f"provision {state.name}: {state.ssh_user}@{state.host} did not answer over SSH "
+            f"({failure_line(run.output)}) — check the VM is running (make status) and rerun "
+            f"python -m rig provision {state.name}"
+        )
+    if run.rc != 0 or stats["failed"]:
+        raise CommandError(
+            f"provision {state.name}: {failure_line(run.output)} — fix that, then rerun "
+            f"python -m rig provision {state.name}"
+        )
+    state.provisioned = True
+    write(state, state_dir)
+    console.print(
+        f"provision {state.name}: ready ({stats['changed']} changed, {stats['ok']} ok)",
+        markup=False,
+    )
+
+
+def cmd_provision(args: argparse.Namespace, console: Console) -> int:
+    profile = load_profile(args.config, load_catalog())
+    states = read_all(args.state_dir)
+    chosen = states if args.target == "all" else [s for s in states if s.name == args.target]
+    if not chosen:
+        deployed = ", ".join(s.name for s in states) or "none"
+        raise CommandError(
+            f"provision: no target {args.target!r} in {args.state_dir}/ (deployed: {deployed}) "
+            "— deploy first (make deploy-aws / make deploy-azure) or see make status"
+        )
+    for state in chosen:
+        provision(state, profile, console, state_dir=args.state_dir)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    parser = commands.top.add_parser(
+        "provision",
+        help="run Ansible on a deployed VM: NVIDIA driver, Ollama + models, idle watchdog",
+    )
+    parser.add_argument("target", help="a target from .state/ (see make status), or 'all'")
+    parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    parser.set_defaults(func=cmd_provision)

@@ -1,0 +1,114 @@
+"""The inventory generated from .state/*.json, and the provision command's error handling."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from rig.catalog import load_catalog
+from rig.cli import main
+from rig.inventory import gpu_overhead_bytes, inventory, write_inventory
+from rig.problems import CommandError
+from rig.profile import Profile, load_profile
+from rig.provision import failure_line, parse_recap, provision
+from rig.state import Price, VmState, write
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1024**3
+
+
+def vm(name: str, cloud: str, gpu: str, **extra: object) -> VmState:
+    return VmState(
+        name=name,
+        cloud=cloud,  # type: ignore[arg-type]
+        region="eu-west-1" if cloud == "aws" else "westeurope",
+        instance_type="g5.xlarge" if gpu == "a10g" else "g4dn.2xlarge",
+        gpu=gpu,
+        host="203.0.113.7",
+        ssh_user="ubuntu" if cloud == "aws" else "azureuser",
+        ssh_key=".state/id_ed25519",
+        spot=True,
+        price=Price(0.3, "spot", "test", "2026-01-01T00:00:00+00:00"),
+        deployed_at="2026-01-01T00:00:00+00:00",
+        deadline="2026-01-01T04:00:00+00:00",
+        extra=dict(extra),
+    )
+
+
+def test_gpu_overhead_mirrors_the_planned_card() -> None:
+    assert gpu_overhead_bytes(24, 16) == 8 * GIB
+    assert gpu_overhead_bytes(16, 16) == 0
+    assert gpu_overhead_bytes(16, 24) == 0  # a smaller card cannot be made bigger
+
+
+def test_inventory_from_state_files(tmp_path: Path) -> None:
+    profile = load_profile(ROOT / "rig.toml")
+    states = [vm("aws-g5.xlarge", "aws", "a10g"), vm("azure-nc8", "azure", "t4", ssh_port=2222)]
+    inv = inventory(states, profile, load_catalog(), state_dir=tmp_path)
+    aws, azure = (inv["all"]["hosts"][s.name] for s in states)
+    assert inv["all"]["children"]["aws"]["hosts"] == {"aws-g5.xlarge": {}}
+    assert aws["ansible_host"] == "203.0.113.7" and aws["ansible_port"] == 22
+    assert aws["ansible_user"] == "ubuntu"
+    assert aws["ollama_gpu_overhead_bytes"] == 8 * GIB
+    assert aws["nvidia_driver_preinstalled"] is True  # profile: dlami-ubuntu-22.04
+    assert (
+        aws["nvidia_driver_expected_gpu"] == "A10G" and aws["nvidia_driver_expected_vram_gb"] == 24
+    )
+    assert aws["ollama_models"] == list(profile.bench.models)
+    assert (aws["autostop_cloud"], aws["autostop_idle_minutes"], aws["autostop_max_hours"]) == (
+        "aws",
+        30,
+        4,
+    )
+    assert azure["autostop_cloud"] == "azure" and azure["ansible_port"] == 2222
+    assert azure["nvidia_driver_preinstalled"] is False and azure["ollama_gpu_overhead_bytes"] == 0
+    assert (
+        f"UserKnownHostsFile={tmp_path.resolve()}/azure-nc8.known_hosts"
+        in (azure["ansible_ssh_common_args"])
+    )
+    path = write_inventory(states, profile, tmp_path)
+    assert path.name == "_inventory.json" and path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == json.loads(json.dumps(inv))
+
+
+RECAP = (
+    "PLAY RECAP ****\n"
+    "aws-g5.xlarge              : ok=52   changed=19   unreachable=0    failed=0    "
+    "skipped=6    rescued=0    ignored=0   \n"
+)
+
+
+def test_parse_recap() -> None:
+    assert parse_recap(RECAP)["aws-g5.xlarge"]["changed"] == 19
+
+
+def test_failure_line_one_line_json_form() -> None:
+    out = 'TASK [ollama : Wait]\nfatal: [h]: FAILED! => {"changed": false, "msg": "boom"}\n'
+    assert failure_line(out) == "task 'ollama : Wait': boom"
+
+
+def test_provision_unreachable_is_one_clear_line(tmp_path: Path) -> None:
+    # Nothing listens on 127.0.0.1:9 (discard): SSH is refused at once.
+    state = vm("aws-g4dn.2xlarge", "aws", "t4", ssh_port=9)
+    state.host, state.ssh_key = "127.0.0.1", str(tmp_path / "missing_key")
+    with pytest.raises(
+        CommandError,
+        match=r"did not answer over SSH .* rerun python -m rig "
+        r"provision aws-g4dn.2xlarge",
+    ):
+        provision(state, Profile(), Console(file=io.StringIO()), state_dir=tmp_path)
+    assert state.provisioned is False
+
+
+def test_cli_provision_unknown_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(vm("aws-g4dn.2xlarge", "aws", "t4"), tmp_path)
+    rc = main(
+        ["provision", "nope", "--state-dir", str(tmp_path), "--config", str(ROOT / "rig.toml")]
+    )
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "no target 'nope'" in err and "deployed: aws-g4dn.2xlarge" in err

@@ -1,0 +1,114 @@
+"""The AWS commands as the Makefile runs them: registered, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rig import aws
+from rig.cli import main
+
+
+@pytest.fixture(autouse=True)
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance role
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["deploy", "aws", "--help"], "--yes"),
+        (["destroy", "aws", "--help"], "--config"),
+        (["synth-aws", "--help"], "--out"),
+    ],
+)
+def test_commands_registered(argv: list[str], expect: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    assert expect in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", ["deploy", "destroy"])
+def test_without_credentials_one_line_exit_1(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "rig.toml"
+    config.write_text("", encoding="utf-8")  # the defaults
+    argv = [verb, "aws", "--config", str(config), "--state-dir", str(tmp_path / "state")]
+    rc = main([*argv, "--yes"] if verb == "deploy" else argv)
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert err.strip() == aws.NO_CREDENTIALS
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "state").exists()  # nothing written before preflight passed
+
+
+def test_deploy_refuses_when_aws_disabled(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "rig.toml"
+    config.write_text("[aws]\nenabled = false\n", encoding="utf-8")
+    assert main(["deploy", "aws", "--config", str(config), "--yes"]) == 1
+    assert "aws.enabled = false" in capsys.readouterr().err
+
+
+def test_invalid_profile_exits_2_before_any_aws_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "rig.toml"
+    config.write_text('[aws]\ninstance_types = ["g4dn.99xlarge"]\n', encoding="utf-8")
+    assert main(["deploy", "aws", "--config", str(config), "--yes"]) == 2
+    assert "aws.instance_types[0]" in capsys.readouterr().err
+
+
+def test_missing_cdk_cli_is_one_line(tmp_path: Path) -> None:
+    cli = aws.CdkCli(cdk_dir=tmp_path)
+    with pytest.raises(aws.CommandError, match=r"npm ci --prefix cdk"):
+        cli.command("synth", context={})
+
+
+def test_cdk_cli_runs_offline_settings() -> None:
+    cli = aws.CdkCli()
+    env = cli.env("eu-west-1")
+    assert env["CDK_DISABLE_CLI_TELEMETRY"] == "true"
+    assert env["CDK_DISABLE_VERSION_CHECK"] == "true"
+    assert env["CDK_HOME"] == str(aws.CDK_DIR / ".cdk-home")
+    assert env["AWS_REGION"] == "eu-west-1"
+    cmd = cli.command("synth", context={aws.CTX_OWNER: "me"})
+    assert "--no-notices" in cmd and cmd[-2:] == ["--context", f"{aws.CTX_OWNER}=me"]
+    assert cmd[0].endswith("cdk/node_modules/.bin/cdk")
+
+
+def test_pinned_cdk_cli_version() -> None:
+    import json
+
+    pkg = json.loads((aws.CDK_DIR / "package.json").read_text())
+    lock = json.loads((aws.CDK_DIR / "package-lock.json").read_text())
+    pinned = pkg["devDependencies"]["aws-cdk"]
+    assert pinned[0].isdigit()  # exact, no ^ or ~
+    assert lock["packages"]["node_modules/aws-cdk"]["version"] == pinned
+
+
+def test_destroy_skips_aws_when_disabled_and_nothing_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`make destroy` runs the AWS part for Azure-only users too: no credentials needed then."""
+    config = tmp_path / "rig.toml"
+    config.write_text("[aws]\nenabled = false\n", encoding="utf-8")
+    rc = main(["destroy", "aws", "--config", str(config), "--state-dir", str(tmp_path)])
+    assert rc == 0
+    assert "AWS part skipped" in capsys.readouterr().out
