@@ -542,8 +542,9 @@ def sec_fit(c: Ctx) -> Section:
             if f is None:
                 rows.append([model, str(c.ctx_of(model)), c.t("unknown_arch"), *["—"] * 7])
                 continue
-            max_ctx = mirror.max_ctx_on_gpu(model, "f16", cards[0])
             full = cat.models[model].context_length
+            # Beyond its trained context a model degrades: never advertise more than that.
+            max_ctx = min(mirror.max_ctx_on_gpu(model, "f16", cards[0]), full)
             kv_full = mirror.fit(model, full, "f16", cards[0], c.pc_ram_gib, cat).kv_cache_gib
             rows.append([
                 model, str(f.ctx), f"{f.weights_gib:.2f}", f"{f.kv_cache_gib:.2f}",

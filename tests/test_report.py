@@ -98,6 +98,15 @@ def test_fit_share_cost_and_quality_figures(run_dir):
     assert "18 of 19 requests ok" in md
 
 
+def test_max_context_on_gpu_never_exceeds_the_trained_context(run_dir):
+    md, _ = write(run_dir)
+    fit = md[md.index("## 16 GB fit") :]
+    llama = md_row(fit, "llama3:8b")
+    assert llama[-2:] == ["8,192", "1.00 @ 8,192"]  # KV room for 87k tokens, trained for 8k
+    phi = md_row(fit, "phi3:3.8b-mini-128k-instruct-q4_K_M")
+    assert phi[-2] == "34,816"  # here VRAM is the limit, well below 128k
+
+
 def test_verdict_uses_the_median_projection(run_dir):
     md, _ = write(run_dir)
     verdict = md[md.index("## Verdict") :]
