@@ -299,7 +299,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 def progress(name: str, done: int, total: int, status: str) -> None:
                     bar.update(tasks[name], completed=done, total=total, status=status)
 
-                outcomes = Runner(store, targets, plan, progress).run()
+                runner = Runner(store, targets, plan, progress)
+                outcomes = runner.run()
+                for name, described in runner.models.items():
+                    meta.models.setdefault(name, {}).update(described)
     except (TargetError, engine.EngineMissing) as exc:
         raise UsageError(str(exc)) from None
     meta.finished_at = utc_now()

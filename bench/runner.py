@@ -89,6 +89,7 @@ class Runner:
         self.plan = plan
         self.progress = progress or (lambda *_: None)
         self.finished = store.finished()
+        self.models: dict[str, dict[str, dict]] = {}  # target -> model -> describe()
 
     def run(self) -> list[TargetOutcome]:
         outcomes: dict[str, TargetOutcome] = {}
@@ -125,6 +126,9 @@ class Runner:
                 try:
                     self.progress(name, done, total, f"{model}: checking / pulling")
                     target.backend.ensure_model(model, self._pull_progress(name, done, total))
+                    described = target.backend.describe(model)
+                    if described:
+                        self.models.setdefault(name, {})[model] = described
                 except RequestFailed as exc:  # this model cannot run here; the next may
                     done += self._fail_all(
                         target, items, pending, outcome, f"model unavailable: {exc}"

@@ -91,6 +91,9 @@ class RunMeta:
     versions: dict[str, str] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     targets: list[TargetInfo] = field(default_factory=list)
+    # target -> model -> what the server says of the model (Ollama /api/show: parameter size,
+    # quantisation, family, and the architecture keys the 16 GB fit needs)
+    models: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 # docs/api.md, "Chat Request (Streaming)": a content chunk and the final object.
@@ -64,6 +65,10 @@ DOC_PULL = [
     {"status": "removing any unused layers"},
     {"status": "success"},
 ]
+# docs/api.md, "Show Model Information" (the fixture file holds it without the doc's comments).
+DOC_SHOW = json.loads(
+    (Path(__file__).parent / "fixtures" / "ollama_api_show.json").read_text(encoding="utf-8")
+)
 DOC_TAGS_ENTRY = {
     "name": "mistral:latest",
     "modified_at": "2023-11-04T14:56:49.277302595-07:00",

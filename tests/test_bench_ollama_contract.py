@@ -88,16 +88,17 @@ def test_unreachable_server_is_target_lost():
     assert backend.alive() is False
 
 
-def run(fake_url: str, tmp_path: Path, models: list[str], reps: int = 2) -> RunStore:
+def run(fake_url: str, tmp_path: Path, models: list[str], reps: int = 2) -> tuple[RunStore, Runner]:
     store = RunStore.create(tmp_path, "run")
     info = TargetInfo(name="fake", url=fake_url, backend="ollama", gpu="t4")
     plan = Plan(models=models, workloads=["chat-en"], repetitions=reps, quick=True)
-    Runner(store, [Target(info, OllamaBackend(fake_url))], plan).run()
-    return store
+    runner = Runner(store, [Target(info, OllamaBackend(fake_url))], plan)
+    runner.run()
+    return store, runner
 
 
 def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tmp_path):
-    store = run(fake.url, tmp_path, ["mistral:latest", "nope:1b"])
+    store, runner = run(fake.url, tmp_path, ["mistral:latest", "nope:1b"])
     lines = [json.loads(x) for x in store.results_path.read_text().splitlines()]
     ok = [x for x in lines if x["ok"]]
     failed = [x for x in lines if not x["ok"]]
@@ -115,6 +116,13 @@ def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tm
         and "file does not exist" in x["error"]
         for x in failed
     )
+    # /api/show's details and architecture are kept for the report; tokenizer arrays are not
+    shown = runner.models["fake"]["mistral:latest"]
+    assert shown["details"]["quantization_level"] == "Q4_0"
+    assert shown["model_info"]["llama.attention.head_count_kv"] == 8
+    assert shown["model_info"]["general.parameter_count"] == 8030261248
+    assert not any(k.startswith("tokenizer.") for k in shown["model_info"])
+    assert "nope:1b" not in runner.models["fake"]
     # the warm-up request is sent but never written
     chats = [r for r in fake.requests if r[0] == "POST /api/chat"]
     assert len([c for c in chats if c[1]["model"] == "mistral:latest"]) == 3

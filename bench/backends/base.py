@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.metrics import Stream
 from bench.workload import Request
@@ -43,4 +43,8 @@ class Backend(Protocol):
 
     def loaded(self, model: str) -> Loaded | None:
         """Size and VRAM share of the loaded model, where the server reports them."""
+        ...
+
+    def describe(self, model: str) -> dict[str, Any]:
+        """What the server says of the model (details, architecture); {} when nothing."""
         ...

@@ -113,6 +113,27 @@ class OllamaBackend:
     def show(self, model: str) -> dict[str, Any]:
         return self.http.json("POST", "/api/show", {"model": model})
 
+    def describe(self, model: str) -> dict[str, Any]:
+        """The model's details and architecture from /api/show, without the tokenizer arrays."""
+        info = self.show(model)
+        keep = (
+            "block_count",
+            "head_count",
+            "head_count_kv",
+            "key_length",
+            "value_length",
+            "embedding_length",
+            "context_length",
+            "expert_count",
+            "expert_used_count",
+        )
+        arch = {
+            k: v
+            for k, v in (info.get("model_info") or {}).items()
+            if k.startswith("general.") or k.rsplit(".", 1)[-1] in keep
+        }
+        return {"details": info.get("details") or {}, "model_info": arch}
+
     def loaded(self, model: str) -> Loaded | None:
         running = self.http.json("GET", "/api/ps", timeout_s=10).get("models") or []
         for entry in running:

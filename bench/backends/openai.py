@@ -96,3 +96,6 @@ class OpenAIBackend:
 
     def loaded(self, model: str) -> Loaded | None:
         return None  # no such endpoint in the OpenAI API
+
+    def describe(self, model: str) -> dict[str, Any]:
+        return {}  # the OpenAI API says nothing of a model's architecture
