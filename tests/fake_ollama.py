@@ -206,20 +206,10 @@ class FakeOllama:
                     fake.models.add(model)
                     self._stream(DOC_PULL)
                 elif self.path == "/api/show":
-                    self._json(
-                        200,
-                        {
-                            "details": {
-                                "family": "llama",
-                                "parameter_size": "8.0B",
-                                "quantization_level": "Q4_0",
-                            },
-                            "model_info": {
-                                "general.architecture": "llama",
-                                "llama.block_count": 32,
-                            },
-                        },
-                    )
+                    if model not in fake.models:
+                        self._json(404, {"error": f"model '{model}' not found"})
+                        return
+                    self._json(200, DOC_SHOW)
                 else:
                     self._json(404, {"error": "not found"})
 
