@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what is deployed, since when, $ so far, auto-stop")
     status.add_argument("--state-dir", type=Path, default=STATE_DIR)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument(
+        "--offline",
+        action="store_true",
+        help="read the state files only (upper bounds; exit 0 even though nothing was verified)",
+    )
     status.set_defaults(func=cmd_status)
     commands = Commands(
         top=sub,
@@ -118,12 +123,13 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    rows = status_rows(read_all(args.state_dir), utc_now())
+    rows = status_rows(read_all(args.state_dir), utc_now(), ask_cloud=not args.offline)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print_status(console, rows)
-    return 0
+    # A VM whose cloud could not be asked may be billing: never exit 0 on a guess.
+    return 0 if args.offline or all(r["verified"] for r in rows) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,15 +44,42 @@ def test_state_files_round_trip_with_private_permissions(tmp_path):
 
 
 def test_status_rows_count_cost_and_time_to_the_deadline():
-    (row,) = status_rows([sample()], T0 + dt.timedelta(hours=1, minutes=30))
+    (row,) = status_rows([sample()], T0 + dt.timedelta(hours=1, minutes=30), ask_cloud=False)
     assert row["hours_up"] == 1.5 and row["usd_so_far_at_most"] == 0.45
     assert row["minutes_to_deadline"] == 150 and row["provisioned"] is False
+    assert row["verified"] is False and "state file only" in row["note"]
+
+
+def test_a_cloud_that_cannot_be_asked_is_reported_not_guessed(monkeypatch):
+    from rig import status
+    from rig.problems import CommandError
+
+    def no_credentials(s, now):
+        raise CommandError("no AWS credentials — run aws configure")
+
+    monkeypatch.setattr(status, "_provider", lambda cloud: no_credentials)
+    (row,) = status_rows([sample()], T0)
+    assert row["verified"] is False and row["state"] == "unknown"
+    assert "could not ask aws: no AWS credentials" in row["note"]
+
+    monkeypatch.setattr(status, "_provider", lambda cloud: lambda s, now: {"state": "stopped"})
+    (row,) = status_rows([sample()], T0)
+    assert row["verified"] is True and row["state"] == "stopped"
 
 
 def test_status_command_reads_the_state_dir(tmp_path):
     state.write(sample(), tmp_path)
     out = subprocess.run(
-        [sys.executable, "-m", "rig", "status", "--state-dir", str(tmp_path), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "rig",
+            "status",
+            "--state-dir",
+            str(tmp_path),
+            "--json",
+            "--offline",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
