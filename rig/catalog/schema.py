@@ -158,3 +158,35 @@ class CalibrationPoint(_Strict):
 class Regions(_Strict):
     source: str
     names: list[str]
+
+
+class AzureDiskTier(_Strict):
+    name: str  # billing tier, e.g. "P15": the provisioned size rounds up to the next tier
+    size_gib: int
+    usd_per_month: float = Field(gt=0)
+
+
+class AzureDiskPrices(_Strict):
+    source: str
+    product: str  # the retail prices API's productName for these meters
+    tiers: list[AzureDiskTier]
+
+    @model_validator(mode="after")
+    def _tiers_ascend(self) -> AzureDiskPrices:
+        sizes = [t.size_gib for t in self.tiers]
+        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"{self.product}: tiers must ascend by size_gib")
+        return self
+
+
+class AzurePrices(_Strict):
+    """What an Azure rehearsal VM costs besides compute: its OS disk and static public IPv4."""
+
+    hours_per_month: float = Field(gt=0)
+    hours_source: str
+    public_ip_usd_per_hour: float = Field(gt=0)
+    public_ip_source: str
+    disks: dict[str, AzureDiskPrices]
+
+    def sources(self) -> set[str]:
+        return {self.hours_source, self.public_ip_source} | {d.source for d in self.disks.values()}

@@ -1,0 +1,241 @@
+"""rig/azure/arm.py (ARM REST) against the fake subscription in tests/fixtures/azure/fake_arm.py.
+
+Every payload is in the shape the Azure REST reference documents (see the fixtures' README for
+the page behind each); nothing here reaches Azure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azure"
+sys.path.insert(0, str(FIXTURES))
+
+from fake_arm import SUB, TOKEN, FakeArm, fixture  # noqa: E402
+
+from rig.azure import arm  # noqa: E402
+from rig.azure.errors import hint_for  # noqa: E402
+from rig.problems import CommandError  # noqa: E402
+
+RG = "rg-gpu-rehearsal-nc8as-t4-v3-westeurope"
+
+
+def api(fake: FakeArm, slept: list[float] | None = None) -> arm.RestAzure:
+    return arm.RestAzure(SUB, TOKEN, fake, sleep=(slept if slept is not None else []).append)
+
+
+def test_usages_follow_next_link_and_keep_each_spelling():
+    # Usage - List pages with nextLink; the family is spelled StandardNCASv3_T4Family there.
+    fake = FakeArm()
+    usages = api(fake).usages("westeurope")
+    assert [u.name for u in usages] == [
+        "cores",
+        "StandardNCASv3_T4Family",
+        "lowPriorityCores",
+        "standardDSv5Family",
+    ]
+    assert (usages[1].current, usages[1].limit, usages[1].free) == (4, 24, 20)
+    assert len([c for c in fake.calls if "/usages" in c[1]]) == 2
+
+
+def test_requests_carry_the_token_and_a_bad_one_is_refused_in_one_line():
+    fake = FakeArm()
+    with pytest.raises(CommandError) as err:
+        arm.RestAzure(SUB, "stale", fake).usages("westeurope")
+    msg = str(err.value)
+    assert "\n" not in msg and "401" in msg and "az account show" in msg and SUB in msg
+
+
+def test_sku_parsing_spot_capability_and_restrictions():
+    items = fixture("skus.json")["value"]
+    nc8 = arm.parse_sku(items, "westeurope", "Standard_NC8as_T4_v3")
+    assert nc8 == arm.SkuInfo(
+        "Standard_NC8as_T4_v3", "standardNCASv3_T4Family", 8, spot_capable=True, restricted=""
+    )  # a zone restriction does not bar a VM that is not pinned to a zone
+    nc4 = arm.parse_sku(items, "westeurope", "Standard_NC4as_T4_v3")
+    assert nc4 is not None and not nc4.spot_capable
+    assert nc4.restricted == "NotAvailableForSubscription"
+    assert arm.parse_sku(items, "eastus", "Standard_NC8as_T4_v3") is None
+    assert arm.parse_sku(items, "westeurope", "Premium_LRS") is None  # a disk, not a VM
+
+
+@pytest.mark.parametrize(
+    ("payload", "action", "allowed"),
+    [
+        # Owner: actions ["*"].
+        ("permissions_owner.json", "Microsoft.Authorization/roleAssignments/write", True),
+        # Contributor: "*" minus Microsoft.Authorization/*/Write (built-in roles reference).
+        ("permissions_contributor.json", "Microsoft.Compute/virtualMachines/write", True),
+        ("permissions_contributor.json", "Microsoft.Authorization/roleAssignments/write", False),
+        # Contributor + User Access Administrator: the second role adds Microsoft.Authorization/*.
+        ("permissions_contributor_uaa.json", "Microsoft.Authorization/roleAssignments/write", True),
+        ("permissions_reader.json", "Microsoft.Compute/virtualMachines/read", True),
+        ("permissions_reader.json", "Microsoft.Compute/virtualMachines/write", False),
+    ],
+)
+def test_permissions_are_evaluated_per_role_with_wildcards(payload, action, allowed):
+    fake = FakeArm()
+    fake.permissions = fixture(payload)
+    perms = api(fake).permissions(f"/subscriptions/{SUB}")
+    assert arm.allowed(perms, action) is allowed
+    assert arm.allowed(perms, action.upper()) is allowed  # actions compare case-insensitively
+    assert fake.calls[-1][1].startswith(
+        f"https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.Authorization/"
+        "permissions?api-version=2022-04-01"
+    )
+
+
+def test_instance_view_power_state_and_a_missing_vm():
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3", power="deallocated")
+    view = api(fake).instance_view(vm_id)
+    assert view == arm.InstanceView("deallocated", "succeeded")
+    assert arm.parse_instance_view(fixture("instance_view_running.json")).power_state == "running"
+    assert api(fake).instance_view(vm_id.replace("vm-rehearsal", "gone")) is None
+
+
+def test_vm_start_answers_202_and_is_followed_to_its_end():
+    # Deallocate/start answer 202; the outcome is at Azure-AsyncOperation (REFERENCE, Azure).
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3", power="deallocated")
+    slept: list[float] = []
+    api(fake, slept).vm_action(vm_id, "start")
+    assert fake.power[vm_id.lower()] == "running"
+    polls = [c for c in fake.calls if "/operations/" in c[1]]
+    assert len(polls) == 3 and slept == [5.0, 5.0, 5.0]  # two InProgress, then Succeeded
+
+
+def test_a_failed_operation_is_an_error_with_its_code_and_fix():
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3", power="deallocated")
+    fake.fail_next["start"] = fixture("errors/AllocationFailed.json")["error"]
+    with pytest.raises(CommandError) as err:
+        api(fake).vm_action(vm_id, "start")
+    msg = str(err.value)
+    assert "AllocationFailed" in msg and "no capacity" in msg and "\n" not in msg
+    assert fake.power[vm_id.lower()] == "deallocated"
+
+
+def test_resource_group_deletion_waits_for_location_and_404_means_gone():
+    fake = FakeArm()
+    fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    client = api(fake)
+    assert client.resource_group_exists(RG)
+    assert client.delete_resource_group(RG) is True
+    assert client.resource_group_exists(RG)  # ARM still answers for a moment ("Deleting")
+    assert not client.resource_group_exists(RG)
+    assert [c for c in fake.calls if c[0] == "DELETE"]
+    assert client.delete_resource_group(RG) is False
+
+
+def test_tag_scan_lists_groups_and_resources():
+    fake = FakeArm()
+    fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    found = api(fake).tagged(("project", "gpu-rehearsal"))
+    kinds = {t.kind for t in found}
+    assert "Microsoft.Resources/resourceGroups" in kinds
+    assert "Microsoft.Compute/virtualMachines" in kinds and "Microsoft.Compute/disks" in kinds
+    assert "tagName+eq+%27project%27" in fake.calls[-1][1].replace("%20", "+")
+
+
+def test_role_assignments_list_and_delete():
+    # RoleAssignments_ListForScope / RoleAssignments_Delete (2022-04-01 examples): 200 with the
+    # deleted assignment, 204 when it is already gone.
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    client = api(fake)
+    (ours,) = client.role_assignments()
+    assert ours.scope == vm_id and ours.description.startswith("gpu-rehearsal:")
+    assert ours.role_definition_id.endswith("40c5ff49-9181-41f8-ae61-143b0e78555e")
+    client.delete_role_assignment(ours.id)
+    client.delete_role_assignment(ours.id)  # 204: fine
+    assert client.role_assignments() == []
+
+
+def test_custom_roles_list_get_and_delete():
+    # GetRoleDefinitionById / DeleteRoleDefinition (2022-04-01 examples). A role assignable in
+    # one resource group is not listed at the subscription, but a GET by its GUID finds it; a
+    # role with assignments refuses deletion.
+    fake = FakeArm()
+    rg_scope = f"/subscriptions/{SUB}/resourceGroups/{RG}"
+    fake.add_custom_role("1111-guid", "gpu-rehearsal deallocate vm-x 1a2b3c4d", rg_scope)
+    client = api(fake)
+    assert client.custom_roles(f"/subscriptions/{SUB}") == []
+    (listed,) = client.custom_roles(rg_scope)
+    assert listed.role_name.startswith("gpu-rehearsal deallocate ")
+    assert client.role_definition("1111-guid") == listed
+    assert client.role_definition("2222-guid") is None
+    aid = fake.add_assignment(f"{rg_scope}/providers/x/vm", "p", listed.id)
+    with pytest.raises(CommandError, match="RoleDefinitionHasAssignments"):
+        client.delete_role_definition("1111-guid")
+    client.delete_role_assignment(aid)
+    client.delete_role_definition("1111-guid")
+    assert client.role_definition("1111-guid") is None
+
+
+def test_activity_log_events():
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    fake.add_event(
+        vm_id,
+        "Microsoft.Compute/virtualMachines/evictSpotVM/action",
+        "2026-11-28T11:30:00.1234567Z",
+    )
+    since = dt.datetime(2026, 11, 28, 9, tzinfo=dt.UTC)
+    (event,) = api(fake).activity(vm_id, since)
+    assert event.operation.endswith("/evictSpotVM/action") and event.status == "Succeeded"
+    assert event.at == dt.datetime(2026, 11, 28, 11, 30, 0, 123456, tzinfo=dt.UTC)
+    assert "eventTimestamp+ge+%272026-11-28T09%3A00%3A00Z%27" in fake.calls[-1][1].replace(
+        "%20", "+"
+    )
+
+
+def test_subscription_name_and_provider_registration():
+    fake = FakeArm()
+    fake.providers["Microsoft.DevTestLab"] = "NotRegistered"
+    client = api(fake)
+    assert client.subscription_name() == "Rehearsal Pay-As-You-Go"
+    assert client.provider_state("Microsoft.Compute") == "Registered"
+    assert client.provider_state("Microsoft.DevTestLab") == "NotRegistered"
+
+
+ERROR_FIXES = {
+    # code -> a phrase the fix must contain (#10.8); messages: tests/fixtures/azure/errors/
+    "AllocationFailed": "no capacity for this size in the location",
+    "ZonalAllocationFailed": "requested zone",
+    "OverconstrainedAllocationRequest": "every constraint",
+    "SkuNotAvailable": "az vm list-skus",
+    "OperationNotAllowed": "Usage + quotas",
+    "MissingSubscriptionRegistration": "az provider register --namespace Microsoft.DevTestLab",
+    "VariablePricingIsNotSupportedForThisVMSize": "spot = false",
+}
+
+
+@pytest.mark.parametrize(("code", "fix"), sorted(ERROR_FIXES.items()))
+def test_each_documented_error_code_gets_its_fix(code, fix):
+    body = fixture(f"errors/{code}.json")
+    assert fix in (hint_for(json.dumps(body)) or "")
+    # The same fix reaches the user when ARM answers the code directly.
+    fake = FakeArm()
+    fake.refuse["/usages"] = arm.Response(409, body)
+    with pytest.raises(CommandError) as err:
+        api(fake).usages("westeurope")
+    assert code in str(err.value) and fix in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pulumi_already_existing_resource_gets_its_fix():
+    # pulumi-azure-native provider: fmt.Errorf("cannot create already existing resource %q", id)
+    text = (
+        "error: azure-native:resources:ResourceGroup resource 'rg' failed: cannot create "
+        f'already existing resource "/subscriptions/{SUB}/resourceGroups/{RG}"'
+    )
+    fix = hint_for(text) or ""
+    assert "make destroy" in fix and "by name" in fix
+    assert hint_for("Spot: This size does not support Azure Spot (OperationNotAllowed)") == (
+        "set [azure] spot = false in rig.toml to deploy this size on demand (full price)"
+    )
