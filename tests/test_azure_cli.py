@@ -183,7 +183,8 @@ def test_deploy_sets_the_cloud_side_stop_and_prints_what_it_enforces(profile_fil
     assert f"Azure subscription Rehearsal Pay-As-You-Go ({SUB}), location westeurope" in text
     (question,) = world.questions
     assert question == (
-        f"Deploy {NC8} to subscription Rehearsal Pay-As-You-Go in westeurope, worst case $3.61?"
+        f"Deploy {NC8} ($0.252/h now) to subscription Rehearsal Pay-As-You-Go in westeurope, "
+        "worst case $3.61?"
     )
     assert vm.deadline == state.iso(T0 + dt.timedelta(hours=4))
     assert vm.extra["worst_case_usd"] == 3.61

@@ -137,3 +137,15 @@ def test_no_price_at_all_is_a_one_line_error(profile_file):
     with pytest.raises(CommandError) as err:
         pricing.vm_cost(profile, "Standard_NC8as_T4_v3", None, pricing.Extras(), NOW)
     assert "spot_max_price" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_offline_worst_case_for_rig_plan_bounds_what_the_deploy_enforces(profile_file):
+    # Catalog: 0.84 cap + P15 38.02/730 + IP 0.005, for max_hours = 4 (the schedule's hours).
+    profile = load_profile(profile_file())
+    assert pricing.offline_worst_case_usd(profile, "Standard_NC8as_T4_v3") == round(
+        (0.84 + round(38.02 / 730, 5) + 0.005) * 4, 2
+    )
+    short = load_profile(profile_file(("autostop", "max_hours", "0.25")))
+    assert pricing.offline_worst_case_usd(short, "Standard_NC8as_T4_v3") == round(
+        (0.84 + round(38.02 / 730, 5) + 0.005) * 1, 2
+    )  # the schedule cannot stop it before its 60 min lead

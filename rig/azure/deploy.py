@@ -189,6 +189,11 @@ def deploy(
     start = deps.now()
     stop = cloud_stop(profile.autostop, start)  # an unknown time zone fails before anything
     print_plan(profile, console, cloud="azure")
+    console.print(
+        "(The plan's worst case is compute at catalog prices for max_hours; the figure below is "
+        "what the cloud-side stop enforces: live prices, OS disk and public IP included.)",
+        style="dim",
+    )
 
     if (missing := deps.tools_missing()) is not None:
         raise CommandError(missing)
@@ -249,10 +254,11 @@ def deploy(
         highlight=False,
         soft_wrap=True,
     )
+    per_hour = sum(c.now.running for c in costs.values())
     _confirm(
         deps,
-        f"Deploy {', '.join(sizes)} to subscription {sub_name or creds.subscription_id} in "
-        f"{az.location}, worst case ${worst:.2f}?",
+        f"Deploy {', '.join(sizes)} (${per_hour:.3f}/h now) to subscription "
+        f"{sub_name or creds.subscription_id} in {az.location}, worst case ${worst:.2f}?",
     )
 
     source = _ssh_source(profile, deps)
@@ -279,11 +285,11 @@ def deploy(
         )
         try:
             pulumi.up(names.stack)
+            out = pulumi.outputs(names.stack)
         except CommandError as exc:
             raise _failed_up(
                 exc, profile, names, creds, api, pulumi, deps, costs[size], stop, private_key, start
             ) from None
-        out = pulumi.outputs(names.stack)
         vm_id = str(out["vm_id"])
         state = _state(
             profile,

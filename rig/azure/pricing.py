@@ -17,7 +17,7 @@ from typing import Any
 from rig.azure.http import Http, urllib_http
 from rig.catalog import Catalog, load_catalog
 from rig.catalog.schema import AzureDiskTier
-from rig.cost import HourlyRates
+from rig.cost import HourlyRates, worst_case_usd
 from rig.problems import CommandError
 from rig.profile import Profile
 from rig.state import Price, iso
@@ -233,3 +233,15 @@ def vm_cost(
 def catalog_cost(profile: Profile, size: str, now: dt.datetime | None = None) -> VmCost:
     """The same figures offline (catalog only): for `rig plan` / `rig check`."""
     return vm_cost(profile, size, None, Extras(), now or dt.datetime.now(dt.UTC))
+
+
+def offline_worst_case_usd(profile: Profile, size: str) -> float:
+    """The worst case `rig plan` / `rig check` can show without a clock or a network: catalog
+    rates (compute at its cap, disk, IP) for the hours the shutdown schedule allows —
+    max_hours, at least the schedule's lead, at most 23 h 59 min (rig/azure/schedule.py).
+    Before a deploy the daily_shutdown can only shorten that, so this is an upper bound."""
+    from rig.azure.schedule import DAY, MINUTE, SCHEDULE_LEAD
+
+    lead, cap = SCHEDULE_LEAD.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
+    hours = min(max(profile.autostop.max_hours, lead), cap)
+    return worst_case_usd(catalog_cost(profile, size).worst, round(hours, 2))
