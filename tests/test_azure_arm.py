@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -159,14 +160,15 @@ def test_role_assignments_list_and_delete():
 
 def test_custom_roles_list_get_and_delete():
     # GetRoleDefinitionById / DeleteRoleDefinition (2022-04-01 examples). A role assignable in
-    # one resource group is not listed at the subscription, but a GET by its GUID finds it; a
-    # role with assignments refuses deletion.
+    # one resource group is listed at the subscription only with atScopeAndBelow(); a GET by
+    # its GUID finds it too; a role with assignments refuses deletion.
     fake = FakeArm()
     rg_scope = f"/subscriptions/{SUB}/resourceGroups/{RG}"
     fake.add_custom_role("1111-guid", "gpu-rehearsal deallocate vm-x 1a2b3c4d", rg_scope)
     client = api(fake)
-    assert client.custom_roles(f"/subscriptions/{SUB}") == []
-    (listed,) = client.custom_roles(rg_scope)
+    (listed,) = client.custom_roles(f"/subscriptions/{SUB}")
+    assert "atScopeAndBelow()" in urllib.parse.unquote(fake.calls[-1][1])
+    assert client.custom_roles(rg_scope) == [listed]
     assert listed.role_name.startswith("gpu-rehearsal deallocate ")
     assert client.role_definition("1111-guid") == listed
     assert client.role_definition("2222-guid") is None

@@ -130,7 +130,9 @@ class AzureApi(Protocol):
     def custom_roles(self, scope: str) -> list[RoleDefinition]: ...
     def role_definition(self, guid: str) -> RoleDefinition | None: ...
     def delete_role_definition(self, guid: str) -> None: ...
-    def activity(self, resource_id: str, since: dt.datetime) -> list[ActivityEvent]: ...
+    def activity(
+        self, resource_id: str, since: dt.datetime, until: dt.datetime | None = None
+    ) -> list[ActivityEvent]: ...
 
 
 # ---- the REST client ---------------------------------------------------------------------------
@@ -324,13 +326,19 @@ class RestAzure:
             raise self._fail(resp, what)
         self._wait(resp, what)
 
-    def activity(self, resource_id: str, since: dt.datetime) -> list[ActivityEvent]:
-        start = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def activity(
+        self, resource_id: str, since: dt.datetime, until: dt.datetime | None = None
+    ) -> list[ActivityEvent]:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        start = since.astimezone(dt.UTC).strftime(fmt)
+        end = (until or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime(fmt)
         items = self._list(
             f"{self.sub}/providers/Microsoft.Insights/eventtypes/management/values",
             {
                 "api-version": ACTIVITY_API,
-                "$filter": f"eventTimestamp ge '{start}' and resourceUri eq '{resource_id}'",
+                # Activity Logs - List: a time window, then the resource.
+                "$filter": f"eventTimestamp ge '{start}' and eventTimestamp le '{end}' and "
+                f"resourceUri eq '{resource_id}'",
             },
             "the activity log",
         )
@@ -354,12 +362,15 @@ class RestAzure:
             raise self._fail(resp, f"deleting role assignment {assignment_id}")
 
     def custom_roles(self, scope: str) -> list[RoleDefinition]:
+        """Custom roles assignable at `scope` or below it (Role Definitions - List: "Use
+        atScopeAndBelow filter to search below the given scope as well"): a role assignable in
+        one resource group only, even one whose group is gone, is listed at the subscription."""
         items = self._list(
             f"{scope}/providers/Microsoft.Authorization/roleDefinitions",
-            {"api-version": AUTHORIZATION_API, "$filter": "type eq 'CustomRole'"},
+            {"api-version": AUTHORIZATION_API, "$filter": "atScopeAndBelow()"},
             f"the custom roles at {scope}",
         )
-        return [parse_role(r) for r in items]
+        return [parse_role(r) for r in items if r.get("properties", {}).get("type") == "CustomRole"]
 
     def role_definition(self, guid: str) -> RoleDefinition | None:
         resp = self._send(

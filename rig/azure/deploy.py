@@ -41,7 +41,7 @@ from rig.state import VmState, iso, read_all, write
 ARM = "https://management.azure.com"
 VM_TYPE = "azure-native:compute:VirtualMachine"
 IP_TYPE = "azure-native:network:PublicIPAddress"
-ALLOCATED = {"running", "starting", "stopping", "stopped", "deallocating", ""}  # holds quota
+ALLOCATED = {"running", "starting", "stopping", "stopped", "deallocating"}  # holds quota
 NOT_RUNNING = {"deallocated", "deallocating", "stopped", "stopping"}
 
 

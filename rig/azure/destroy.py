@@ -201,7 +201,11 @@ def destroy(profile: Profile, console: Console, deps: Deps) -> int:
                         pulumi.destroy(stack)
                         stacks_done.add(stack)
                     except PassphraseMissing as exc:
-                        console.print(f"Azure: {exc}; deleting through ARM instead", style="yellow")
+                        console.print(
+                            f"Azure: {exc}; deleting through ARM instead",
+                            style="yellow",
+                            soft_wrap=True,
+                        )
                     except CommandError as exc:
                         console.print(
                             f"Azure: {exc}; deleting {stack}'s resources through ARM instead",

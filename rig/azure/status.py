@@ -92,7 +92,7 @@ def live_row(state: VmState, now: dt.datetime, api_for: ApiFor | None = None) ->
     billing = power in BILLING
     notes = []
     try:
-        events = api.activity(vm_id, since)
+        events = api.activity(vm_id, since, now)
     except CommandError as exc:
         events = None
         notes.append(f"activity log unreadable ({exc}): compute hours are an upper bound")
