@@ -221,6 +221,46 @@ def test_a_no_answer_creates_nothing(profile_file, world):
     assert world.fake is None and world.writes() == []
 
 
+def test_an_answer_too_late_for_the_printed_stop_creates_nothing(profile_file, world):
+    """#10.1: the schedule must be set at least its lead ahead of the time printed."""
+    profile = load_profile(profile_file(("autostop", "max_hours", "1.5")))
+    world.answer = True
+    deps = world.deps()
+    asked = deps.confirm
+
+    def slow(question: str) -> bool:
+        world.clock[0] = T0 + dt.timedelta(minutes=45)  # the user went for coffee
+        return asked(question)
+
+    deps.confirm = slow
+    with pytest.raises(CommandError, match="nothing was created; run the deploy again"):
+        deploy(profile, console(), deps)
+    assert world.fake is None and world.writes() == []
+
+
+def test_a_long_pulumi_up_warns_that_the_first_stop_may_be_a_day_late(profile_file, world):
+    deps = world.deps()
+    real_up = world.pulumi
+
+    def slow_pulumi(state_dir: Path, creds: Credentials) -> Pulumi:
+        p = real_up(state_dir, creds)
+        run = p.run
+
+        def timed(args: list[str], env: dict[str, str], capture: bool) -> Any:
+            if args[0] == "up":
+                world.clock[0] = T0 + dt.timedelta(hours=3, minutes=40)
+            return run(args, env, capture)
+
+        p.run = timed
+        return p
+
+    deps.pulumi = slow_pulumi
+    out = console()
+    deploy(load_profile(profile_file()), out, deps)
+    text = out.export_text()
+    assert "Azure may skip its first run" in text and "worst case 28 h" in text
+
+
 def test_makefile_passes_yes_only_when_asked():
     plain = subprocess.run(["make", "-n", "deploy-azure"], cwd=ROOT, capture_output=True, text=True)
     yes = subprocess.run(

@@ -30,7 +30,7 @@ from rig.azure.names import (
 from rig.azure.preflight import check_permissions, check_providers, check_size
 from rig.azure.pricing import VmCost, vm_cost
 from rig.azure.pulumi_cli import FileBackend, Pulumi, backend_dir
-from rig.azure.schedule import SCHEDULE_MARGIN, CloudStop, cloud_stop
+from rig.azure.schedule import SCHEDULE_LEAD, SCHEDULE_MARGIN, CloudStop, cloud_stop
 from rig.catalog import load_catalog
 from rig.cost import HourlyRates, stopped_usd_per_day, worst_case_text, worst_case_usd
 from rig.plan import print_plan
@@ -261,6 +261,14 @@ def deploy(
         f"{sub_name or creds.subscription_id} in {az.location}, worst case ${worst:.2f}?",
     )
 
+    if deps.now() > stop.at - SCHEDULE_LEAD:
+        # The answer came so late that the printed stop time is now too close for Azure's
+        # schedule to be trusted: nothing exists yet, so start over rather than guess.
+        raise CommandError(
+            f"the stop time printed above ({stop.local()}) is now less than "
+            f"{SCHEDULE_LEAD.seconds // 60} min away — nothing was created; run the deploy again "
+            "for a new stop time and worst case"
+        )
     source = _ssh_source(profile, deps)
     public_key, private_key = _ssh_key(profile, deps)
     pulumi = deps.pulumi(deps.state_dir, creds)
