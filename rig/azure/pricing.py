@@ -16,7 +16,6 @@ from typing import Any
 
 from rig.azure.http import Http, urllib_http
 from rig.catalog import Catalog, load_catalog
-from rig.catalog.schema import AzureDiskTier
 from rig.cost import HourlyRates, worst_case_usd
 from rig.problems import CommandError
 from rig.profile import Profile
@@ -37,20 +36,63 @@ class PriceQuote:
     at: str
 
 
+class PriceUnknown(CommandError):
+    """A rate neither the live API nor a published figure for this region gives."""
+
+
+MAX_PAGES = 20  # a filtered query is one or two pages; a NextPageLink loop must not hang us
+
+
 def _retail(filt: str, http: Http) -> list[Mapping[str, Any]] | None:
     """Items matching an OData filter; None when the API cannot be reached or refuses."""
     url = f"{RETAIL_PRICES}?{urllib.parse.urlencode({'$filter': filt})}"
     items: list[Mapping[str, Any]] = []
-    while url:
+    for _ in range(MAX_PAGES):
         try:
             resp = http("GET", url, {}, None)
         except CommandError:
             return None  # offline: the catalog stands in, and says so
-        if resp.status != 200:
+        body = resp.body if isinstance(resp.body, dict) else {}
+        page = body.get("Items")
+        if resp.status != 200 or not isinstance(page, list):
             return None
-        items += resp.body.get("Items", [])
-        url = resp.body.get("NextPageLink") or ""
-    return items
+        items += [i for i in page if isinstance(i, Mapping)]
+        url = str(body.get("NextPageLink") or "")
+        if not url:
+            return items
+    return None  # still paging: do not price from a partial list
+
+
+def _usable(item: Mapping[str, Any], now: dt.datetime) -> float | None:
+    """The item's USD pay-as-you-go price if it applies now, else None.
+
+    Retail Prices API items (Microsoft Learn, "Azure Retail Prices REST API"): `type` is
+    Consumption / Reservation / DevTestConsumption, `currencyCode` USD unless asked otherwise,
+    `effectiveStartDate` when the price took effect (a meter may list a future price too)."""
+    if item.get("type", "Consumption") != "Consumption":
+        return None
+    if item.get("currencyCode", "USD") != "USD":
+        return None
+    try:
+        price = float(item["retailPrice"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    start = str(item.get("effectiveStartDate") or "")
+    if start:
+        try:
+            begins = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if begins.tzinfo is None:
+            begins = begins.replace(tzinfo=dt.UTC)
+        if begins > now:
+            return None
+    return price if price >= 0 else None
+
+
+def _latest(candidates: list[tuple[str, float]]) -> float | None:
+    """The price with the latest effectiveStartDate (ISO strings sort by time)."""
+    return max(candidates)[1] if candidates else None
 
 
 def retail_price(
@@ -66,64 +108,123 @@ def retail_price(
 
 
 def parse_retail(items: list[Mapping[str, Any]], now: dt.datetime) -> PriceQuote | None:
-    on_demand = spot = None
+    """Linux on-demand and Spot $/h from the items of one VM size.
+
+    Meters of one size (Retail Prices API examples): "<size>" (pay as you go), "<size> Spot",
+    "<size> Low Priority" (Batch / the retired low-priority VMs: not what a Spot VM bills),
+    each once for Linux and once with productName "... Windows" (licence included: excluded).
+    When a meter lists several effective dates, the latest one in effect wins."""
+    on_demand: list[tuple[str, float]] = []
+    spot: list[tuple[str, float]] = []
     for item in items:
-        if item.get("unitOfMeasure") != "1 Hour" or "Windows" in item.get("productName", ""):
+        if item.get("unitOfMeasure") != "1 Hour" or "Windows" in str(item.get("productName", "")):
+            continue
+        price = _usable(item, now)
+        if price is None:
             continue
         sku = str(item.get("skuName", ""))
-        price = float(item["retailPrice"])
-        if sku.endswith(" Spot"):
-            spot = price
-        elif not sku.endswith(" Low Priority"):
-            on_demand = price
-    if on_demand is None and spot is None:
+        meter = str(item.get("meterName", ""))
+        when = str(item.get("effectiveStartDate") or "")
+        if "Low Priority" in sku or "Low Priority" in meter:
+            continue
+        if sku.endswith(" Spot") or meter.endswith(" Spot"):
+            spot.append((when, price))
+        else:
+            on_demand.append((when, price))
+    od, sp = _latest(on_demand), _latest(spot)
+    if od is None and sp is None:
         return None
-    return PriceQuote(on_demand, spot, LIVE, now.isoformat(timespec="seconds"))
+    return PriceQuote(od, sp, LIVE, now.isoformat(timespec="seconds"))
 
 
-def disk_tier(cat: Catalog, disk_type: str, disk_gb: int) -> AzureDiskTier:
+@dataclass(frozen=True)
+class DiskTier:
+    name: str
+    size_gib: int
+
+
+def disk_tier(cat: Catalog, disk_type: str, disk_gb: int) -> DiskTier:
     """The billing tier of an OS disk: the smallest tier at least as large as the disk."""
-    tiers = cat.azure_prices.disks[disk_type].tiers
-    for tier in tiers:
+    for tier in cat.azure_prices.disks[disk_type].tiers:
         if tier.size_gib >= disk_gb:
-            return tier
-    return tiers[-1]
+            return DiskTier(tier.name, tier.size_gib)
+    largest = cat.azure_prices.disks[disk_type].tiers[-1]
+    raise CommandError(
+        f"rig.toml: azure.disk_gb = {disk_gb} is larger than Azure's largest {disk_type} disk "
+        f"({largest.name}, {largest.size_gib} GiB) — set a smaller azure.disk_gb"
+    )
+
+
+def catalog_disk_month(cat: Catalog, disk_type: str, tier: str, region: str) -> tuple[float, str]:
+    """A published monthly figure for this tier in this region, with its source."""
+    figure = cat.azure_prices.disks[disk_type].prices.get(region, {}).get(tier)
+    if figure is None:
+        raise PriceUnknown(
+            f"OS disk {tier} ({disk_type}) in {region}: price unknown; live price needed — "
+            "prices.azure.com did not answer and no published figure for this region is in "
+            "rig/catalog/azure_prices.toml; try again when prices.azure.com answers"
+        )
+    return figure.usd_per_month, f"catalog {figure.source}"
+
+
+def catalog_ip_hour(cat: Catalog, region: str) -> tuple[float, str]:
+    figure = cat.azure_prices.public_ip.get(region)
+    if figure is None:
+        raise PriceUnknown(
+            f"public IP in {region}: price unknown; live price needed — prices.azure.com did "
+            "not answer and no published figure for this region is in "
+            "rig/catalog/azure_prices.toml; try again when prices.azure.com answers"
+        )
+    return figure.usd_per_hour, f"catalog {figure.source}"
 
 
 def retail_disk_month(
-    location: str, disk_type: str, tier: str, cat: Catalog, http: Http = urllib_http
+    location: str,
+    disk_type: str,
+    tier: str,
+    cat: Catalog,
+    http: Http = urllib_http,
+    now: dt.datetime | None = None,
 ) -> float | None:
-    """Live USD per month of one managed disk tier (e.g. "P15 LRS Disk")."""
+    """Live USD per month of one managed disk tier (meter "P15 LRS Disk", unit "1/Month";
+    Microsoft Learn, "Understand Azure Disk Storage billing": product "Premium SSD Managed
+    Disks", meter "P20 LRS Disk")."""
     product = cat.azure_prices.disks[disk_type].product
     items = _retail(
         f"serviceName eq 'Storage' and priceType eq 'Consumption' and armRegionName eq "
         f"'{location}' and meterName eq '{tier} LRS Disk'",
         http,
     )
-    for item in items or []:
-        if (
-            item.get("meterName") == f"{tier} LRS Disk"  # not "... Disk Mount" (shared disks)
-            and item.get("productName") == product
-            and item.get("unitOfMeasure") == "1/Month"
-        ):
-            return float(item["retailPrice"])
-    return None
+    now = now or dt.datetime.now(dt.UTC)
+    found = [
+        (str(item.get("effectiveStartDate") or ""), price)
+        for item in items or []
+        if item.get("meterName") == f"{tier} LRS Disk"  # not "... Disk Mount" (shared disks)
+        and item.get("productName") == product
+        and item.get("unitOfMeasure") == "1/Month"
+        and (price := _usable(item, now)) is not None
+    ]
+    return _latest(found)
 
 
-def retail_public_ip_hour(location: str, http: Http = urllib_http) -> float | None:
+def retail_public_ip_hour(
+    location: str, http: Http = urllib_http, now: dt.datetime | None = None
+) -> float | None:
     items = _retail(
         f"serviceName eq 'Virtual Network' and priceType eq 'Consumption' and armRegionName "
         f"eq '{location}' and meterName eq '{PUBLIC_IP_METER}'",
         http,
     )
-    for item in items or []:
-        if (
-            item.get("meterName") == PUBLIC_IP_METER
-            and item.get("unitOfMeasure") == "1 Hour"
-            and float(item.get("tierMinimumUnits", 0)) == 0
-        ):
-            return float(item["retailPrice"])
-    return None
+    now = now or dt.datetime.now(dt.UTC)
+    found = [
+        (str(item.get("effectiveStartDate") or ""), price)
+        for item in items or []
+        if item.get("meterName") == PUBLIC_IP_METER
+        and item.get("unitOfMeasure") == "1 Hour"
+        and float(item.get("tierMinimumUnits") or 0) == 0
+        and (price := _usable(item, now)) is not None
+    ]
+    return _latest(found)
 
 
 @dataclass(frozen=True)
@@ -191,10 +292,10 @@ def vm_cost(
         cap = float(az.spot_max_price) if az.spot_max_price != "" else on_demand
         live = quote.spot if quote else None
         if cap is None:
-            raise CommandError(
-                f"no on-demand price known for {size} in {az.location} (the Spot cap with "
-                'spot_max_price = "") — try again when prices.azure.com answers, or set [azure] '
-                "spot_max_price = 0.5 (USD/h)"
+            raise PriceUnknown(
+                f"on-demand price of {size} in {az.location}: price unknown; live price needed "
+                '(the Spot cap with spot_max_price = "") — try again when prices.azure.com '
+                "answers, or set [azure] spot_max_price = 0.5 (USD/h)"
             )
         # Without a live spot price the cap is the honest upper bound.
         hourly = live if live is not None else cap
@@ -203,8 +304,8 @@ def vm_cost(
         worst_compute = cap
     else:
         if on_demand is None:
-            raise CommandError(
-                f"no price known for {size} in {az.location} — try again when "
+            raise PriceUnknown(
+                f"{size} in {az.location}: price unknown; live price needed — try again when "
                 "prices.azure.com answers"
             )
         price = Price(on_demand, "on-demand", od_source, at, on_demand)
@@ -214,12 +315,11 @@ def vm_cost(
     if extras.disk_usd_per_month is not None:
         disk_month, disk_source = extras.disk_usd_per_month, LIVE
     else:
-        disk_month = tier.usd_per_month
-        disk_source = f"catalog {prices.disks[az.disk_type].source}"
+        disk_month, disk_source = catalog_disk_month(cat, az.disk_type, tier.name, az.location)
     if extras.public_ip_usd_per_hour is not None:
         ip, ip_source = extras.public_ip_usd_per_hour, LIVE
     else:
-        ip, ip_source = prices.public_ip_usd_per_hour, f"catalog {prices.public_ip_source}"
+        ip, ip_source = catalog_ip_hour(cat, az.location)
     disk = round(disk_month / prices.hours_per_month, 5)
     return VmCost(
         price=price,
@@ -235,13 +335,18 @@ def catalog_cost(profile: Profile, size: str, now: dt.datetime | None = None) ->
     return vm_cost(profile, size, None, Extras(), now or dt.datetime.now(dt.UTC))
 
 
-def offline_worst_case_usd(profile: Profile, size: str) -> float:
+def offline_worst_case_usd(profile: Profile, size: str) -> float | None:
     """The worst case `rig plan` / `rig check` can show without a clock or a network: catalog
     rates (compute at its cap, disk, IP) for the hours the shutdown schedule allows —
     max_hours, at least the schedule's lead, at most 23 h 59 min (rig/azure/schedule.py).
-    Before a deploy the daily_shutdown can only shorten that, so this is an upper bound."""
+    Before a deploy the daily_shutdown can only shorten that, so this is an upper bound.
+    None when a rate has no published figure for the region (price unknown; live price needed)."""
     from rig.azure.schedule import DAY, MINUTE, SCHEDULE_LEAD
 
     lead, cap = SCHEDULE_LEAD.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
     hours = min(max(profile.autostop.max_hours, lead), cap)
-    return worst_case_usd(catalog_cost(profile, size).worst, round(hours, 2))
+    try:
+        worst = catalog_cost(profile, size).worst
+    except PriceUnknown:
+        return None
+    return worst_case_usd(worst, round(hours, 2))
