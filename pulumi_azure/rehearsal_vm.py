@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 from pulumi_azure_native import authorization, compute, devtestlab, network, resources
@@ -32,11 +33,47 @@ from rig.profile import OPEN_PREFIX, Profile
 VNET_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
 # Trusted Launch turns on Secure Boot, which refuses the unsigned NVIDIA kernel module Ansible
-# builds with DKMS (REFERENCE: nvidia-dkms is refused under Secure Boot). Azure is moving new
-# Gen2 VMs to Trusted Launch by default (the API returns "Standard" when it is off from
-# 2025-11-01), so the VM says "Standard" explicitly: a provider or API upgrade cannot silently
-# change it.
+# builds with DKMS (REFERENCE: nvidia-dkms is refused under Secure Boot), so the VM must be a
+# "Standard" (non-Trusted-Launch) VM. How to say so depends on the Compute API version the
+# provider sends:
+# - from 2025-11-01, "Standard" is a documented securityType and the default (Azure/azure-rest-
+#   api-specs PR #39957; azure-cli #33280: "CRP API now supports Standard as first-class enum
+#   for securityType starting API version 2025-11-01");
+# - before it, an explicit "Standard" is refused with InvalidParameter "The value of parameter
+#   securityProfile.securityType is invalid." unless the subscription registered the preview
+#   feature Microsoft.Compute/UseStandardSecurityType (azure-cli #31234, #31191), while leaving
+#   securityProfile out gives a Standard VM (the REST API has no Trusted Launch default; the
+#   SDK enum reads "If not specified, Standard will be returned starting api version 2025-11-01").
+# pulumi-azure-native 3.29 sends 2024-11-01 ("Uses Azure REST API version 2024-11-01" in its
+# VirtualMachine docstring), so the profile is left out there and set explicitly from 2025-11-01.
+# An API version this cannot read stops the program before any resource is declared.
 SECURITY_TYPE = "Standard"
+STANDARD_IS_AN_ENUM_FROM = "2025-11-01"
+_API_VERSION = re.compile(r"Uses Azure REST API version (\d{4}-\d{2}-\d{2})")
+
+
+def compute_api_version() -> str:
+    """The Compute REST API version the installed azure-native provider uses for a VM."""
+    # The version is stated in the generated module's docstrings (its @overload __init__s,
+    # which Python does not keep at run time): read the module's source text.
+    source = Path(compute.virtual_machine.__file__).read_text(encoding="utf-8")
+    found = _API_VERSION.search(source)
+    if found is None:
+        raise ValueError(
+            "cannot tell which Compute API version pulumi-azure-native uses for virtual "
+            "machines (its VirtualMachine docstring changed) — check pulumi_azure/"
+            "rehearsal_vm.py security_profile() against the provider before deploying"
+        )
+    return found.group(1)
+
+
+def security_profile(api_version: str) -> dict[str, str] | None:
+    """securityProfile for a non-Trusted-Launch VM at this API version (see above)."""
+    if api_version >= STANDARD_IS_AN_ENUM_FROM:
+        return {"security_type": SECURITY_TYPE}
+    return None
+
+
 _HHMM = re.compile(r"([01]\d|2[0-3])[0-5]\d")
 
 
@@ -73,6 +110,7 @@ def declare(
     shutdown_time ("HHmm") and shutdown_time_zone (a Windows id) are the cloud-side stop the
     deploy computed (rig.azure.schedule.cloud_stop) and printed the worst case for."""
     cat = cat or load_catalog()
+    security = security_profile(compute_api_version())  # before any resource: may raise
     if not _HHMM.fullmatch(shutdown_time) or not shutdown_time_zone:
         raise ValueError(
             f"shutdownTime {shutdown_time!r} / shutdownTimeZone {shutdown_time_zone!r}: "
@@ -166,7 +204,7 @@ def declare(
         location=loc,
         hardware_profile={"vm_size": vm_size},
         identity={"type": "SystemAssigned"},
-        security_profile={"security_type": SECURITY_TYPE},
+        security_profile=security,
         storage_profile={
             "image_reference": {
                 "publisher": image.publisher,

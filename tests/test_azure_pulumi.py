@@ -247,15 +247,36 @@ def test_a_malformed_stop_time_is_refused(profile_file):
 
 
 @pulumi.runtime.test
-def test_trusted_launch_is_off_explicitly(profile_file):
-    """#10.10: securityType Standard, so Secure Boot (which refuses the unsigned DKMS NVIDIA
-    module, REFERENCE) cannot arrive by a provider or API default."""
+def test_trusted_launch_is_off_in_the_way_the_providers_api_version_accepts(profile_file):
+    """#10.10, corrected in review: the VM must not be Trusted Launch (Secure Boot refuses the
+    unsigned DKMS NVIDIA module, REFERENCE). pulumi-azure-native 3.29 sends Compute API
+    2024-11-01, where an explicit securityType "Standard" is refused ("The value of parameter
+    securityProfile.securityType is invalid.", azure-cli #31234) unless the preview feature
+    Microsoft.Compute/UseStandardSecurityType is registered, and where an absent securityProfile
+    is a Standard VM; from 2025-11-01 "Standard" is a first-class value (azure-cli #33280,
+    azure-rest-api-specs PR #39957). So: no securityProfile at 2024-11-01."""
+    assert rehearsal_vm.compute_api_version() == "2024-11-01"  # the pinned provider's
     mocks, declared = declare(profile_file())
     return settled(declared).apply(
-        lambda _: assert_equal(
-            mocks.one("VirtualMachine")["securityProfile"], {"securityType": "Standard"}
-        )
+        lambda _: assert_equal(mocks.one("VirtualMachine").get("securityProfile"), None)
     )
+
+
+def test_a_provider_on_api_2025_11_01_or_later_says_standard_explicitly():
+    # Upgrading pulumi-azure-native cannot silently bring a Trusted Launch default: from
+    # 2025-11-01 the program names Standard, before it the (Standard) default applies.
+    assert rehearsal_vm.security_profile("2025-11-01") == {"security_type": "Standard"}
+    assert rehearsal_vm.security_profile("2026-03-01") == {"security_type": "Standard"}
+    assert rehearsal_vm.security_profile("2024-11-01") is None
+    assert rehearsal_vm.security_profile("2025-04-01") is None  # Standard undocumented there
+
+
+def test_an_unreadable_api_version_stops_before_any_resource(monkeypatch, tmp_path):
+    fake = tmp_path / "virtual_machine.py"
+    fake.write_text("class VirtualMachine: ...\n", encoding="utf-8")
+    monkeypatch.setattr(rehearsal_vm.compute.virtual_machine, "__file__", str(fake))
+    with pytest.raises(ValueError, match="cannot tell which Compute API version"):
+        rehearsal_vm.compute_api_version()
 
 
 @pulumi.runtime.test
