@@ -11,6 +11,7 @@ import json
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,14 +135,111 @@ def test_resource_group_deletion_waits_for_location_and_404_means_gone():
     assert client.delete_resource_group(RG) is False
 
 
-def test_tag_scan_lists_groups_and_resources():
+def test_tag_scan_lists_groups_and_resources_across_pages():
+    # Resources - List with $filter=tagName eq 'project' and tagValue eq 'gpu-rehearsal', paged
+    # by nextLink. Tags are not inherited from the group (Microsoft Learn, "Use tags to organize
+    # your Azure resources"), so the implicit OS disk, which the program does not tag, is not in
+    # the tag scan: the scan must also find groups by name (resource_groups below).
     fake = FakeArm()
     fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
     found = api(fake).tagged(("project", "gpu-rehearsal"))
     kinds = {t.kind for t in found}
     assert "Microsoft.Resources/resourceGroups" in kinds
-    assert "Microsoft.Compute/virtualMachines" in kinds and "Microsoft.Compute/disks" in kinds
+    assert "Microsoft.Compute/virtualMachines" in kinds and "Microsoft.Compute/disks" not in kinds
+    assert len(found) == 1 + 6  # the group + the six tagged resources, over four pages
     assert "tagName+eq+%27project%27" in fake.calls[-1][1].replace("%20", "+")
+    assert any("%24skiptoken" in url or "$skiptoken" in url for _, url in fake.calls)
+
+
+def test_resource_groups_are_listed_by_name_tag_or_no_tag():
+    fake = FakeArm()
+    fake.add_group("rg-gpu-rehearsal-old-eastus", tagged=False)  # tag removed by hand
+    fake.add_group("someone-elses", tagged=False)
+    fake.add_group(RG)
+    assert sorted(api(fake).resource_groups()) == sorted(
+        ["rg-gpu-rehearsal-old-eastus", "someone-elses", RG]
+    )
+
+
+def test_throttling_is_retried_after_retry_after_then_given_up_in_one_line():
+    # ARM answers 429 with Retry-After (Microsoft Learn, "Understand how Azure Resource Manager
+    # throttles requests"); a scan must wait and retry, not report "could not verify" at once.
+    fake = FakeArm()
+    fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    fake.throttle["/roleAssignments"] = 2
+    slept: list[float] = []
+    assert len(api(fake, slept).role_assignments()) == 1
+    assert slept == [7.0, 7.0]
+    fake.throttle["/roleAssignments"] = 99
+    with pytest.raises(CommandError) as err:
+        api(fake, slept).role_assignments()
+    assert "TooManyRequests" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_link_to_another_host_never_gets_the_token():
+    fake = FakeArm()
+    seen: list[str] = []
+
+    def evil(method: str, url: str, headers: Any, form: Any) -> Any:
+        seen.append(url)
+        if "evil.example" in url:
+            raise AssertionError("token sent to a foreign host")
+        assert fake(method, url, headers, form).status == 200  # a real first page
+        return arm.Response(200, {"value": [], "nextLink": "https://evil.example/steal"})
+
+    with pytest.raises(CommandError, match="not following it with your token"):
+        arm.RestAzure(SUB, TOKEN, evil).role_assignments()
+    assert not any("evil" in u for u in seen)
+
+
+def test_a_202_without_an_operation_to_follow_is_not_taken_for_done():
+    # VirtualMachines_Deallocate answers 202 with Location / Azure-AsyncOperation; without them
+    # the outcome is unknown — a deallocation reported done but never made would bill.
+    def bare(method: str, url: str, headers: Any, form: Any) -> Any:
+        return arm.Response(202, {}, {})
+
+    with pytest.raises(CommandError, match="named no operation to follow"):
+        arm.RestAzure(SUB, TOKEN, bare, sleep=lambda s: None).vm_action(
+            f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/"
+            "virtualMachines/vm",
+            "deallocate",
+        )
+
+
+@pytest.mark.parametrize(("status", "ok"), [("succeeded", True), ("Canceled", False)])
+def test_async_operation_status_is_read_case_insensitively(status, ok):
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+
+    def http(method: str, url: str, headers: Any, form: Any) -> Any:
+        if "/operations/" in url:
+            return arm.Response(200, {"status": status, "error": {"code": "OperationCanceled"}})
+        return fake(method, url, headers, form)
+
+    client = arm.RestAzure(SUB, TOKEN, http, sleep=lambda s: None)
+    if ok:
+        client.vm_action(vm_id, "deallocate")
+    else:
+        with pytest.raises(CommandError, match="OperationCanceled"):
+            client.vm_action(vm_id, "deallocate")
+
+
+def test_usage_items_with_missing_fields_are_skipped_not_a_crash():
+    # Usage - List items: {"unit", "currentValue", "limit", "name": {"value", "localizedValue"}}.
+    assert arm.parse_usage({"currentValue": 1, "limit": 2}) is None
+    assert arm.parse_usage({"name": {"value": "cores"}, "limit": 2}) is None
+    assert arm.parse_usage({"name": {"value": "cores"}, "currentValue": "x", "limit": 2}) is None
+    assert arm.parse_usage(
+        {"name": {"value": "cores"}, "currentValue": 1, "limit": 2}
+    ) == arm.Usage("cores", "cores", 1, 2)  # no localizedValue: the name stands in
+
+
+def test_activity_times_keep_their_zone_and_bad_ones_are_dropped():
+    assert arm.parse_event(
+        {"eventTimestamp": "2026-11-28T11:30:00.1234567+01:00", "status": {"value": "Succeeded"}}
+    ).at == dt.datetime(2026, 11, 28, 10, 30, 0, 123456, tzinfo=dt.UTC)
+    assert arm.parse_event({"eventTimestamp": "yesterday"}) is None
+    assert arm.parse_event({}) is None
 
 
 def test_role_assignments_list_and_delete():
@@ -241,3 +339,51 @@ def test_pulumi_already_existing_resource_gets_its_fix():
     assert hint_for("Spot: This size does not support Azure Spot (OperationNotAllowed)") == (
         "set [azure] spot = false in rig.toml to deploy this size on demand (full price)"
     )
+
+
+# Role permissions as MicrosoftDocs/azure-docs articles/role-based-access-control/built-in-roles/
+# privileged.md and general.md publish them (actions / notActions / dataActions). Azure
+# wildcards span path segments ("Microsoft.Authorization/*/Write" covers roleAssignments/write),
+# action names compare case-insensitively, NotActions subtract per role, and a role's
+# dataActions never grant a control-plane action.
+RBAC_ADMIN = arm.Permission(
+    (
+        "Microsoft.Authorization/roleAssignments/write",
+        "Microsoft.Authorization/roleAssignments/delete",
+        "*/read",
+        "Microsoft.Support/*",
+    )
+)
+CONTRIBUTOR = arm.Permission(("*",), ("Microsoft.Authorization/*/Write",))
+DATA_ONLY = arm.Permission(())  # e.g. Storage Blob Data Owner: dataActions only
+
+
+@pytest.mark.parametrize(
+    ("roles", "action", "allowed"),
+    [
+        ([RBAC_ADMIN], "Microsoft.Authorization/roleAssignments/write", True),
+        ([RBAC_ADMIN], "Microsoft.Authorization/roleDefinitions/write", False),
+        ([RBAC_ADMIN], "Microsoft.Compute/virtualMachines/write", False),
+        ([RBAC_ADMIN], "microsoft.compute/VIRTUALMACHINES/read", True),
+        ([CONTRIBUTOR], "Microsoft.Authorization/roleAssignments/write", False),
+        ([CONTRIBUTOR], "Microsoft.Authorization/locks/write", False),
+        ([CONTRIBUTOR], "Microsoft.DevTestLab/schedules/write", True),
+        ([CONTRIBUTOR, RBAC_ADMIN], "Microsoft.Authorization/roleAssignments/write", True),
+        ([CONTRIBUTOR, RBAC_ADMIN], "Microsoft.Compute/virtualMachines/write", True),
+        ([DATA_ONLY], "Microsoft.Compute/virtualMachines/read", False),
+        ([], "Microsoft.Compute/virtualMachines/read", False),
+    ],
+)
+def test_rights_check_with_wildcards_notactions_and_several_roles(roles, action, allowed):
+    assert arm.allowed(roles, action) is allowed
+
+
+def test_permissions_ignore_data_actions_in_the_payload():
+    fake = FakeArm()
+    fake.permissions = {
+        "value": [
+            {"actions": [], "notActions": [], "dataActions": ["*"], "notDataActions": []},
+        ]
+    }
+    perms = api(fake).permissions(f"/subscriptions/{SUB}")
+    assert not arm.allowed(perms, "Microsoft.Compute/virtualMachines/write")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -29,6 +30,14 @@ SUBSCRIPTIONS_API = "2022-12-01"
 AUTHORIZATION_API = "2022-04-01"  # permissions, role assignments, role definitions
 ACTIVITY_API = "2015-04-01"  # Microsoft.Insights/eventtypes/management/values
 OPERATION_TIMEOUT_S = 1800.0
+# ARM throttles with 429 and a Retry-After header, and answers 5xx on passing faults (Microsoft
+# Learn, "Understand how Azure Resource Manager throttles requests": "wait the number of seconds
+# in Retry-After before retrying"). A destroy or status that gives up on the first 429 would
+# report "could not verify" for nothing; one that retries forever would hang.
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRIES = 5
+MAX_RETRY_WAIT_S = 60.0
+ARM_HOST = "management.azure.com"
 
 # ---- what the calls return ---------------------------------------------------------------------
 
@@ -121,6 +130,7 @@ class AzureApi(Protocol):
     def provider_state(self, namespace: str) -> str: ...
     def permissions(self, scope: str) -> list[Permission]: ...
     def resource_group_exists(self, name: str) -> bool: ...
+    def resource_groups(self) -> list[str]: ...
     def delete_resource_group(self, name: str) -> bool: ...
     def tagged(self, tag: tuple[str, str]) -> list[Tagged]: ...
     def instance_view(self, vm_id: str) -> InstanceView | None: ...
@@ -168,7 +178,24 @@ class RestAzure:
     def _send(self, method: str, url: str) -> Response:
         if url.startswith("/"):
             url = ARM + url
-        return self._http(method, url, {"Authorization": f"Bearer {self._token}"}, None)
+        split = urllib.parse.urlsplit(url)
+        if split.scheme != "https" or split.netloc.lower() != ARM_HOST:
+            # nextLink / Azure-AsyncOperation / Location come from the response: never hand the
+            # bearer token to a host that is not ARM.
+            raise CommandError(
+                f"Azure sent a link to {split.scheme}://{split.netloc} — not following it with "
+                "your token; check the request in the Azure portal"
+            )
+        headers = {"Authorization": f"Bearer {self._token}"}
+        resp = self._http(method, url, headers, None)
+        for attempt in range(RETRIES):
+            if resp.status not in RETRY_STATUSES:
+                break
+            retry = resp.header("retry-after")
+            wait = float(retry) if retry.isdigit() else 2.0 * 2**attempt
+            self._sleep(min(wait, MAX_RETRY_WAIT_S))
+            resp = self._http(method, url, headers, None)
+        return resp
 
     def _fail(self, resp: Response, what: str) -> CommandError:
         code, message = resp.error
@@ -207,8 +234,15 @@ class RestAzure:
         """Follow a 201/202 to its end; raise with the operation's error when it fails."""
         async_url = resp.header("azure-asyncoperation")
         url = async_url or resp.header("location")
-        if resp.status in (200, 204) or not url:
+        if resp.status in (200, 204) or (resp.status == 201 and not url):
             return
+        if not url:
+            # ARM documents one of the two headers on every 202: without them the outcome is
+            # unknown, and "done" would be a guess (a deallocation that never happened bills).
+            raise CommandError(
+                f"Azure accepted {what} but named no operation to follow — check it in the "
+                "Azure portal (Activity log) and run the command again"
+            )
         deadline = self._clock() + OPERATION_TIMEOUT_S
         retry = resp.header("retry-after")
         while True:
@@ -216,11 +250,15 @@ class RestAzure:
             poll = self._send("GET", url)
             retry = poll.header("retry-after")
             if async_url:
-                status = str(poll.body.get("status", "")) if poll.status == 200 else ""
-                if status == "Succeeded":
+                body = poll.body if isinstance(poll.body, dict) else {}
+                # Azure-AsyncOperation: {"status": "InProgress" | "Succeeded" | "Failed" |
+                # "Canceled", "error": {...}} (Microsoft Learn, "Track asynchronous Azure
+                # operations"); compared case-insensitively.
+                status = str(body.get("status", "")).lower() if poll.status == 200 else ""
+                if status == "succeeded":
                     return
-                if status in ("Failed", "Canceled"):
-                    raise self._fail(Response(poll.status, poll.body), what)
+                if status in ("failed", "canceled", "cancelled"):
+                    raise self._fail(Response(poll.status, body), what)
                 if poll.status != 200:
                     raise self._fail(poll, what)
             elif poll.status in (200, 204):
@@ -245,7 +283,7 @@ class RestAzure:
             {"api-version": COMPUTE_API},
             f"the vCPU usages in {location}",
         )
-        return [parse_usage(u) for u in items]
+        return [u for u in map(parse_usage, items) if u is not None]
 
     def vm_sku(self, location: str, size: str) -> SkuInfo | None:
         items = self._list(
@@ -280,6 +318,14 @@ class RestAzure:
         if resp.status not in (200, 404):
             raise self._fail(resp, f"resource group {name}")
         return resp.status == 200
+
+    def resource_groups(self) -> list[str]:
+        """Every resource group's name (Resource Groups - List, no filter): the destroy scan
+        finds this project's groups by name too, tag or no tag."""
+        items = self._list(
+            f"{self.sub}/resourcegroups", {"api-version": RESOURCES_API}, "the resource groups"
+        )
+        return [str(r["name"]) for r in items if isinstance(r, Mapping) and r.get("name")]
 
     def delete_resource_group(self, name: str) -> bool:
         resp = self._send("DELETE", f"{self.sub}/resourcegroups/{name}?api-version={RESOURCES_API}")
@@ -342,7 +388,7 @@ class RestAzure:
             },
             "the activity log",
         )
-        return [parse_event(e) for e in items]
+        return [e for e in map(parse_event, items) if e is not None]
 
     # -- role assignments and definitions
 
@@ -397,13 +443,19 @@ class RestAzure:
 # ---- parsing documented payloads ---------------------------------------------------------------
 
 
-def parse_usage(item: Mapping[str, Any]) -> Usage:
-    return Usage(
-        name=item["name"]["value"],
-        label=item["name"].get("localizedValue", item["name"]["value"]),
-        current=int(item["currentValue"]),
-        limit=int(item["limit"]),
-    )
+def parse_usage(item: Mapping[str, Any]) -> Usage | None:
+    """One Usage - List item ({"unit", "currentValue", "limit", "name": {"value",
+    "localizedValue"}}); None when a field is missing or not a number, so a malformed entry
+    reads as "not listed" (a warning) rather than a crash or a pass."""
+    name = item.get("name")
+    if not isinstance(name, Mapping) or not name.get("value"):
+        return None
+    try:
+        current, limit = int(item["currentValue"]), int(item["limit"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    value = str(name["value"])
+    return Usage(value, str(name.get("localizedValue") or value), current, limit)
 
 
 def parse_sku(items: list[Mapping[str, Any]], location: str, size: str) -> SkuInfo | None:
@@ -442,23 +494,30 @@ def parse_instance_view(body: Mapping[str, Any]) -> InstanceView:
     return InstanceView(power, provisioning)
 
 
+_TIMESTAMP = re.compile(r"(.*T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?$")
+
+
 def _time(text: str) -> dt.datetime:
-    # ARM writes 7 fractional digits ("...T10:00:00.1234567Z"): trim to microseconds.
-    text = text.replace("Z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        frac = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(frac) :]
-        text = f"{head}.{frac[:6]}{tz}"
-    t = dt.datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    # ARM writes 7 fractional digits ("...T10:00:00.1234567Z"), which fromisoformat refuses
+    # before Python 3.11's relaxed parser and rounds oddly: trim to microseconds, keep the zone.
+    found = _TIMESTAMP.match(text.strip())
+    if found is None:
+        raise ValueError(f"not an ARM timestamp: {text!r}")
+    head, frac, zone = found.groups()
+    zone = "+00:00" if zone in (None, "Z") else zone
+    t = dt.datetime.fromisoformat(f"{head}{'.' + frac[:6].ljust(6, '0') if frac else ''}{zone}")
+    return t
 
 
-def parse_event(item: Mapping[str, Any]) -> ActivityEvent:
+def parse_event(item: Mapping[str, Any]) -> ActivityEvent | None:
+    try:
+        at = _time(str(item["eventTimestamp"]))
+    except (KeyError, ValueError):
+        return None  # an event without a usable time cannot be placed: ignored
     return ActivityEvent(
-        operation=str(item.get("operationName", {}).get("value", "")),
-        status=str(item.get("status", {}).get("value", "")),
-        at=_time(str(item.get("eventTimestamp", "1970-01-01T00:00:00Z"))),
+        operation=str((item.get("operationName") or {}).get("value", "")),
+        status=str((item.get("status") or {}).get("value", "")),
+        at=at,
     )
 
 
