@@ -615,3 +615,70 @@ def test_destroy_runs_with_python_alone(profile_file, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no node, npx, cdk, pulumi or az on PATH" in done.stdout
     assert "says 0 left" in done.stdout
+
+
+# ---- destroy: hostile cases (review of #10) ---------------------------------------------------
+
+
+def test_destroy_finds_a_group_by_name_when_state_profile_and_tag_all_miss_it(profile_file, world):
+    """A group of an earlier profile (another size/location), Pulumi state lost, its tag removed
+    by hand: still rg-gpu-rehearsal-*, still billing for its IP and disk. Found by name."""
+    old = "rg-gpu-rehearsal-nc4as-t4-v3-eastus"
+    group = world.arm.add_group(old, tagged=False)
+    ip = (
+        f"/subscriptions/{SUB}/resourceGroups/{old}/providers/Microsoft.Network/publicIPAddresses/x"
+    )
+    group.resources[ip] = "Microsoft.Network/publicIPAddresses"
+    group.untagged.add(ip)
+    out = console()
+    assert destroy(load_profile(profile_file()), out, world.deps()) == 0
+    assert world.arm.groups == {}
+    assert any(f"/resourcegroups/{old}?" in u for m, u in world.arm.calls if m == "DELETE")
+    assert "0 left" in out.export_text()
+
+
+def test_destroy_after_the_vm_was_deleted_out_of_band(profile_file, world):
+    """The VM (and its OS disk) deleted in the portal: the IP, NIC and the assignment of a now
+    unknown identity remain. Destroy removes them and verifies."""
+    deployed(world, profile_file)
+    group = world.arm.groups[RG.lower()]
+    for rid in [r for r in group.resources if "/virtualMachines/" in r or "/disks/" in r]:
+        del group.resources[rid]
+        world.arm.power.pop(rid.lower(), None)
+    world.missing = "the Pulumi CLI is not installed"
+    out = console()
+    assert destroy(load_profile(profile_file()), out, world.deps()) == 0
+    assert world.arm.groups == {} and world.arm.assignments == {}
+    assert "0 left" in out.export_text()
+
+
+def test_destroy_rides_out_throttling(profile_file, world):
+    """ARM 429 + Retry-After on the scan's lists: waited for, not reported as unverifiable."""
+    deployed(world, profile_file)
+    world.arm.throttle = {"/roleAssignments": 2, "/resourcegroups": 1}
+    world.slept.clear()
+    out = console()
+    assert destroy(load_profile(profile_file()), out, world.deps()) == 0
+    assert 7.0 in world.slept and "0 left" in out.export_text()
+
+
+def test_destroy_of_a_subscription_we_cannot_read_is_exit_1_and_keeps_the_state(
+    profile_file, world
+):
+    """A state file for subscription OTHER; the signed-in identity has no rights there (403):
+    exit 1 naming OTHER and the manual check; the state file stays (something may bill)."""
+    world.creds = Credentials("az-cli", OTHER, "tenant")
+    deployed(world, profile_file)
+    world.creds = Credentials("az-cli", SUB, "tenant")
+    world.arms[OTHER].refuse["/"] = Response(
+        403, {"error": {"code": "AuthorizationFailed", "message": "does not have authorization"}}
+    )
+    world.missing = "the Pulumi CLI is not installed"
+    out = console()
+    with pytest.raises(CommandError) as err:
+        destroy(load_profile(profile_file()), out, world.deps())
+    msg = str(err.value)
+    assert err.value.exit_code == 1 and OTHER in msg and "az group list" in msg
+    assert "0 left" not in out.export_text() + msg
+    assert len(state.read_all(world.state_dir)) == 1
+    assert FileBackend(backend_dir(world.state_dir)).stacks() != []  # state kept too

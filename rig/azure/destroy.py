@@ -9,8 +9,8 @@ this project (the ones the state files and stacks record — never just whatever
    rg-gpu-rehearsal-* group) and the custom roles earlier versions made (name "gpu-rehearsal
    deallocate ...", or their deterministic GUID) — these live outside resource groups, so
    deleting the group would leave them behind;
-3. delete the rg-gpu-rehearsal-* resource groups still there (recorded, in the profile, or
-   tagged project=gpu-rehearsal), waiting for Azure to finish;
+3. delete the rg-gpu-rehearsal-* resource groups still there (recorded, in the profile,
+   tagged project=gpu-rehearsal, or listed under that name), waiting for Azure to finish;
 4. scan again: resource groups, anything tagged project=gpu-rehearsal, role assignments, custom
    roles. "0 left" is printed only when that scan ran and found nothing; anything left, or a
    scan that could not run, is exit 1 with the list and what to check by hand.
@@ -124,9 +124,20 @@ def _legacy_roles(api: AzureApi, groups: set[str]) -> set[str]:
     return found
 
 
+def _ours_by_name(group: str) -> bool:
+    return group.lower().startswith(RG_PREFIX)  # Azure group names are case-insensitive
+
+
 def _project_groups(api: AzureApi, groups: set[str]) -> set[str]:
+    """This project's groups that exist: recorded or in the profile, tagged, or merely named
+    rg-gpu-rehearsal-* (a group from another size or location, or whose tag someone removed,
+    still bills for what is in it)."""
     tagged = {t.name for t in api.tagged(PROJECT_TAG) if t.kind == RG_TYPE}
-    return {g for g in groups | tagged if g.startswith(RG_PREFIX) and api.resource_group_exists(g)}
+    listed = {g for g in api.resource_groups() if _ours_by_name(g)}
+    known = {g.lower() for g in listed}
+    # Recorded or tagged names the list did not show: ask for each (a list may lag).
+    rest = {g for g in groups | tagged if _ours_by_name(g) and g.lower() not in known}
+    return listed | {g for g in rest if api.resource_group_exists(g)}
 
 
 def _remove(api: AzureApi, sc: Scope, console: Console) -> int:
