@@ -117,10 +117,38 @@ def test_deallocated_by_the_schedule_then_started_again():
 
 def test_a_vm_gone_from_azure_says_so():
     fake = FakeArm()
+    fake.ghost_listings = 0
     vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
     fake.remove_group(RG)
     r = row(fake, vm_state(vm_id), 1)
-    assert r["state"] == "gone" and r["usd_total"] == 0.0 and "make destroy" in r["note"]
+    assert r["state"] == "gone" and r["usd_per_hour"] == 0.0 and "make destroy" in r["note"]
+
+
+def test_a_vm_deleted_out_of_band_leaves_its_ip_billing_and_status_says_so():
+    """Deleting the VM in the portal removes the VM (and, deleteOption Delete, its OS disk and
+    NIC) but not the Standard public IP, which bills per hour until deleted (infracost golden
+    public_ip_test: $0.005/h). Status must not say $0/h while the group still holds it."""
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    fake.power.pop(vm_id.lower())  # the VM is gone, the group and its IP are not
+    fake.add_event(vm_id, "Microsoft.Compute/virtualMachines/delete", "2026-11-28T11:00:00Z")
+    r = row(fake, vm_state(vm_id), 5)
+    assert r["state"] == "vm-gone-group-left"
+    assert r["usd_per_hour"] == round(
+        RATES["disk_usd_per_hour"] + RATES["public_ip_usd_per_hour"], 4
+    )
+    assert r["hours_billed"] == 2.0  # 09:00 until the delete at 11:00
+    assert RG in r["note"] and "make destroy" in r["note"]
+
+
+def test_no_power_state_counts_as_running_not_as_free():
+    # Instance view statuses without a PowerState/* code (a failed or unfinished provisioning)
+    # or "PowerState/unknown": the host may be held, so the row is an upper bound.
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3", power="unknown")
+    r = row(fake, vm_state(vm_id), 2)
+    assert r["state"] == "unknown" and r["usd_per_hour"] > RATES["compute_usd_per_hour"]
+    assert "upper bound" in r["note"]
 
 
 def test_when_azure_cannot_be_asked_the_row_is_unverified(monkeypatch):

@@ -25,7 +25,8 @@ from rig.problems import CommandError
 from rig.state import VmState
 
 BILLING = {"starting", "running", "stopping", "stopped"}
-STOPS = ("/deallocate/action", "/evictSpotVM/action")  # compute billing ends when these succeed
+# Compute billing ends when these succeed; deleting the VM ends it too.
+STOPS = ("/deallocate/action", "/evictSpotVM/action", "Microsoft.Compute/virtualMachines/delete")
 EVICTED = "/evictSpotVM/action"
 STARTS = ("/start/action",)
 
@@ -78,19 +79,14 @@ def live_row(state: VmState, now: dt.datetime, api_for: ApiFor | None = None) ->
     alive_h = max((now - since).total_seconds(), 0) / 3600
     view = api.instance_view(vm_id)
     if view is None:
-        return {
-            "state": "gone",
-            "hours_billed": 0.0,
-            "usd_compute": 0.0,
-            "usd_stopped_extras": 0.0,
-            "usd_total": 0.0,
-            "usd_per_hour": 0.0,
-            "note": f"the VM no longer exists in subscription {sub} — run make destroy to "
-            "verify that nothing else is left and to clear .state/",
-        }
+        return _gone(api, state, rates, since, now, alive_h, sub)
     power = view.power_state or "unknown"
-    billing = power in BILLING
+    # A VM whose instance view names no power state (provisioning failed or in progress,
+    # "PowerState/unknown") may hold a host: counted as billing, said to be an upper bound.
+    billing = power in BILLING or power == "unknown"
     notes = []
+    if power == "unknown":
+        notes.append("Azure reports no power state: counted as running (upper bound)")
     try:
         events = api.activity(vm_id, since, now)
     except CommandError as exc:
@@ -126,4 +122,44 @@ def live_row(state: VmState, now: dt.datetime, api_for: ApiFor | None = None) ->
         "usd_total": round(usd_compute + extras, 2),
         "usd_per_hour": round(rates.running if billing else rates.stopped, 4),
         "note": "; ".join(notes),
+    }
+
+
+def _gone(
+    api: AzureApi,
+    state: VmState,
+    rates: HourlyRates,
+    since: dt.datetime,
+    now: dt.datetime,
+    alive_h: float,
+    sub: str,
+) -> dict[str, Any]:
+    """The VM is not in Azure any more. Its public IP (and a disk kept with deleteOption
+    Detach) live in the resource group and keep billing until the group goes: when the group
+    is still there, say so and count them, never "$0/h"."""
+    group = state.ids.get("resource_group", "")
+    left = bool(group) and api.resource_group_exists(group)
+    try:
+        events: list[ActivityEvent] | None = api.activity(state.ids["vm_id"], since, now)
+    except CommandError:
+        events = None
+    hours = compute_hours(events or [], since, now)  # a delete event ends the compute hours
+    usd_compute = round(hours * rates.compute, 2)
+    extras = round(alive_h * rates.stopped, 2)
+    note = (
+        f"the VM no longer exists in subscription {sub}, but resource group {group} does: its "
+        f"public IP (and any disk left) still bill up to ${rates.stopped:.3f}/h — run make "
+        "destroy"
+        if left
+        else f"the VM no longer exists in subscription {sub} — run make destroy to verify that "
+        "nothing else is left and to clear .state/"
+    )
+    return {
+        "state": "vm-gone-group-left" if left else "gone",
+        "hours_billed": round(hours, 2),
+        "usd_compute": usd_compute,
+        "usd_stopped_extras": extras,
+        "usd_total": round(usd_compute + extras, 2),
+        "usd_per_hour": round(rates.stopped, 4) if left else 0.0,
+        "note": note + "; $ so far are upper bounds (when it was deleted is not known here)",
     }
