@@ -682,3 +682,36 @@ def test_destroy_of_a_subscription_we_cannot_read_is_exit_1_and_keeps_the_state(
     assert "0 left" not in out.export_text() + msg
     assert len(state.read_all(world.state_dir)) == 1
     assert FileBackend(backend_dir(world.state_dir)).stacks() != []  # state kept too
+
+
+def test_a_failed_up_with_a_vm_azure_has_but_pulumi_never_recorded(profile_file, world):
+    """Review of #10.5: `pulumi up` failed while the VM's create was in flight (ARM accepted it,
+    Pulumi recorded only the group). "1 resource was created (no VM)" would be false: Azure is
+    asked by the VM's name, the VM is recorded and deallocated."""
+    world.fake = FakePulumi(world.arm, backend_dir(world.state_dir), project_dir(world.state_dir))
+    world.fake.fail_up = "error: update failed: context deadline exceeded"
+    world.fake.fail_after_vm = False
+    world.fake.vm_in_arm_only = True
+    with pytest.raises(CommandError) as err:
+        deploy(load_profile(profile_file()), console(), world.deps())
+    msg = str(err.value)
+    vm_id = (
+        f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{VM}"
+    )
+    assert f"VM {VM} was deallocated" in msg and "no VM" not in msg
+    assert world.arm.power[vm_id.lower()] == "deallocated"
+    (saved,) = state.read_all(world.state_dir)
+    assert saved.ids["vm_id"] == vm_id
+
+
+def test_a_failed_up_whose_vm_cannot_be_stopped_and_has_no_schedule_says_so(profile_file, world):
+    """The VM exists, its shutdown schedule was never created (it depends on the VM), and the
+    deallocation fails: the message must not promise the printed stop time."""
+    world.fake = FakePulumi(world.arm, backend_dir(world.state_dir), project_dir(world.state_dir))
+    world.fake.fail_up = "error: AuthorizationFailed on roleAssignments/write"
+    world.arm.fail_next["deallocate"] = {"code": "OperationNotAllowed", "message": "busy"}
+    with pytest.raises(CommandError) as err:
+        deploy(load_profile(profile_file()), console(), world.deps())
+    msg = str(err.value)
+    assert "MAY BE RUNNING" in msg and "no shutdown schedule" in msg and "make destroy" in msg
+    assert "until 2026" not in msg

@@ -41,6 +41,7 @@ from rig.state import VmState, iso, read_all, write
 ARM = "https://management.azure.com"
 VM_TYPE = "azure-native:compute:VirtualMachine"
 IP_TYPE = "azure-native:network:PublicIPAddress"
+SCHEDULE_TYPE = "azure-native:devtestlab:GlobalSchedule"
 ALLOCATED = {"running", "starting", "stopping", "stopped", "deallocating"}  # holds quota
 NOT_RUNNING = {"deallocated", "deallocating", "stopped", "stopping"}
 
@@ -409,11 +410,28 @@ def _failed_up(
     ]
     vm = next((r for r in created if r.get("type") == VM_TYPE and r.get("id")), None)
     if vm is None:
-        if not ids:
+        # Pulumi records a resource once its create finished; a VM whose create ARM accepted
+        # but which failed or was interrupted later can exist without being in the state.
+        # Ask Azure by the name the program gives it.
+        expected = vm_id_for(creds.subscription_id, names)
+        try:
+            found = api.instance_view(expected) is not None
+        except CommandError:
+            found = False
+        if found:
+            vm = {"id": expected, "type": VM_TYPE}
+            ids.append(expected)
+    if vm is None:
+        try:
+            group_left = api.resource_group_exists(names.resource_group)
+        except CommandError:
+            group_left = True  # unknown: say what to run rather than "nothing"
+        if not ids and not group_left:
             return CommandError(f"{exc}; nothing was created")
         return CommandError(
-            f"{exc}; {len(ids)} resource(s) were created before it failed (no VM; the public "
-            "IP bills until removed) — `make destroy` removes them"
+            f"{exc}; {len(ids) or 'some'} resource(s) were created before it failed (no VM; "
+            f"the public IP bills until removed; resource group {names.resource_group}, "
+            f"subscription {creds.subscription_id}) — `make destroy` removes them"
         )
     vm_id = str(vm["id"])
     ip = next((r for r in created if r.get("type") == IP_TYPE), {})
@@ -440,9 +458,15 @@ def _failed_up(
             f"${stopped_usd_per_day(idle):.2f}/day"
         )
     except CommandError as err:
+        scheduled = any(r.get("type") == SCHEDULE_TYPE and r.get("id") for r in created)
+        until = (
+            f"until {stop.local()}"
+            if scheduled
+            else "with no shutdown schedule (it was not created), until you run make destroy"
+        )
         what = (
-            f"its VM {names.vm} MAY BE RUNNING and billing ${cost.now.running:.3f}/h until "
-            f"{stop.local()} (deallocating it failed: {err})"
+            f"its VM {names.vm} MAY BE RUNNING and billing ${cost.now.running:.3f}/h {until} "
+            f"(deallocating it failed: {err})"
         )
     return CommandError(
         f"{exc}; {what} — `make destroy` removes all {len(ids)} resource(s) the deploy created "
