@@ -123,3 +123,52 @@ def test_shutdown_time_is_hhmm():
     assert schedule.shutdown_time("19:00") == "1900"
     assert schedule.shutdown_time("07:05") == "0705"
     assert schedule.shutdown_time("off") is None
+
+
+# Daylight saving (Europe/Amsterdam: CLDR windowsZones "W. Europe Standard Time"). The schedule
+# holds one local time of day (DevTestLab dailyRecurrence.time "HHmm" in timeZoneId), so a
+# moment ~a day away whose local HH:MM comes round sooner across a clock change would make it
+# fire early. 2027-03-28 02:00 CET -> 03:00 CEST; 2026-10-25 03:00 CEST -> 02:00 CET.
+AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
+
+
+def _first_fire(s: schedule.CloudStop, created: dt.datetime) -> dt.datetime:
+    """When a schedule with s.time in s.iana, created at `created`, first fires."""
+    return schedule._next_daily(f"{s.time[:2]}:{s.time[2:]}", zoneinfo.ZoneInfo(s.iana), created)
+
+
+def test_spring_forward_the_stop_is_when_the_schedule_really_fires():
+    # 08:10 CET on the eve of the change, max_hours 23 (today's 09:00 daily is inside the lead).
+    # Naively the stop is now + 23 h = 06:10 UTC = 08:10 CEST, and a "0810" schedule made now
+    # first fires at 08:10 CET today — at once. It moves to 08:09 CEST tomorrow instead.
+    now = dt.datetime(2027, 3, 27, 8, 10, tzinfo=AMS).astimezone(dt.UTC)
+    s = stop(now, max_hours=23, daily_shutdown="09:00", timezone="Europe/Amsterdam")
+    assert s.at == dt.datetime(2027, 3, 28, 8, 9, tzinfo=AMS) and s.time == "0809"
+    assert _first_fire(s, now) == s.at
+    assert _first_fire(s, now + dt.timedelta(minutes=15)) == s.at  # the schedule is made later
+    assert s.hours == 22.99 and "clocks change" in s.why
+
+
+def test_fall_back_the_stop_is_unchanged_and_fires_when_printed():
+    now = dt.datetime(2026, 10, 24, 8, 10, tzinfo=AMS).astimezone(dt.UTC)
+    s = stop(now, max_hours=23, daily_shutdown="09:00", timezone="Europe/Amsterdam")
+    assert _first_fire(s, now) == s.at == now + dt.timedelta(hours=23)
+    assert "clocks change" not in s.why
+
+
+@pytest.mark.parametrize("minute", range(0, 24 * 60, 37))
+def test_every_stop_fires_first_when_printed_whatever_the_hour(minute):
+    # Any deploy time on the eve of both changes: what is printed is what the schedule does.
+    for day in (dt.datetime(2027, 3, 27, tzinfo=AMS), dt.datetime(2026, 10, 24, tzinfo=AMS)):
+        now = (day + dt.timedelta(minutes=minute)).astimezone(dt.UTC)
+        for hours, daily in [(h, d) for h in (0.5, 4, 23, 23.5, 48) for d in ("19:00", "09:00")]:
+            s = stop(
+                now,
+                max_hours=hours,
+                allow_long_runs=True,
+                daily_shutdown=daily,
+                timezone="Europe/Amsterdam",
+            )
+            assert _first_fire(s, now) == s.at, (now, hours, s)
+            assert s.at >= now + schedule.SCHEDULE_LEAD
+            assert s.hours * 3600 + 1e-6 >= (s.at - now).total_seconds()

@@ -171,6 +171,31 @@ def _next_daily(daily: str, zone: zoneinfo.ZoneInfo, after: dt.datetime) -> dt.d
     return candidate.astimezone(dt.UTC)
 
 
+def _fires_first_at(at: dt.datetime, zone: zoneinfo.ZoneInfo, now: dt.datetime) -> bool:
+    """Whether a schedule set now to `at`'s local HH:MM first fires at `at` (not earlier)."""
+    return _next_daily(at.astimezone(zone).strftime("%H:%M"), zone, now) == at
+
+
+def _first_run(
+    at: dt.datetime, zone: zoneinfo.ZoneInfo, now: dt.datetime, earliest: dt.datetime
+) -> dt.datetime:
+    """The latest time at or before `at` that a daily local-time schedule set now first fires
+    at. Across a daylight-saving change the local HH:MM of a moment ~a day away can come round
+    sooner (spring forward: the day has 23 h), so the schedule would stop the VM an hour after
+    the deploy instead of at the printed time; stepping back a minute at a time finds the time
+    it really first fires at (at most 60 steps for a one-hour change)."""
+    t = at
+    while not _fires_first_at(t, zone, now):
+        t -= MINUTE
+        if t < earliest:  # no such time in the window: cannot happen for real zones
+            raise CommandError(
+                f"cannot set Azure's daily shutdown schedule in {zone.key} for "
+                f"{at:%Y-%m-%d %H:%M} UTC — set autostop.timezone to UTC",
+                exit_code=2,
+            )
+    return t
+
+
 def cloud_stop(autostop: AutostopSection, now: dt.datetime) -> CloudStop:
     """The one time the schedule is set to for a deploy starting at `now`."""
     iana = autostop.timezone if autostop.daily_shutdown != "off" else "UTC"
@@ -201,6 +226,13 @@ def cloud_stop(autostop: AutostopSection, now: dt.datetime) -> CloudStop:
         if daily < at:
             at = daily
             why = f"daily_shutdown {autostop.daily_shutdown} {iana}, before the max_hours deadline"
+    settled = _first_run(at, zone, now, earliest)
+    if settled != at:
+        why += (
+            f"; moved {int((at - settled).total_seconds() // 60)} min earlier because the "
+            f"clocks change in {iana} before it (the schedule holds a local time of day)"
+        )
+        at = settled
     return CloudStop(
         at=at,
         time=at.astimezone(zone).strftime("%H%M"),
