@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from rig.azure import credentials, names
 from rig.azure.http import Response
 from rig.problems import CommandError
 from rig.profile import load_profile
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azure"
 
 SUB = "00000000-0000-0000-0000-000000000001"
 
@@ -133,3 +136,38 @@ def test_service_principal_token_request():
         credentials.access_token(
             credentials.Credentials("service-principal", SUB, "tenant", "app", "bad"), http
         )
+
+
+def test_the_vms_built_in_role_is_the_documented_power_role_and_can_deallocate():
+    """#10.4 review: the role id and its actions, as MicrosoftDocs/azure-docs
+    articles/role-based-access-control/built-in-roles/compute.md (ms.date 09/03/2025, commit
+    064f7ba2) publishes "Desktop Virtualization Power On Off Contributor" — copied verbatim into
+    tests/fixtures/azure/role_power_on_off_contributor.json."""
+    from rig.azure.arm import Permission, allowed
+
+    role = json.loads((FIXTURES / "role_power_on_off_contributor.json").read_text())
+    assert role["name"] == names.POWER_ROLE_ID and role["roleName"] == names.POWER_ROLE_NAME
+    (perm,) = role["permissions"]
+    granted = [Permission(tuple(perm["actions"]), tuple(perm["notActions"]))]
+    # What the idle watchdog needs (rig/azure/deploy.py deallocate_url) and what a redeploy's
+    # start needs, on the VM itself.
+    assert allowed(granted, "Microsoft.Compute/virtualMachines/deallocate/action")
+    assert allowed(granted, "Microsoft.Compute/virtualMachines/read")
+    # Assigned at the VM's scope it grants nothing beyond that VM: every action outside
+    # Microsoft.Compute/virtualMachines/ names a resource type that cannot sit under a VM
+    # (locations, host pools, Arc machines, Azure Stack HCI, classic alert rules, deployments,
+    # resource groups) or is a read. None of them deletes, writes or creates a VM or a disk.
+    vm_actions = [a for a in perm["actions"] if a.startswith("Microsoft.Compute/")]
+    assert all(a.startswith("Microsoft.Compute/virtualMachines/") for a in vm_actions)
+    for forbidden in (
+        "Microsoft.Compute/virtualMachines/write",
+        "Microsoft.Compute/virtualMachines/delete",
+        "Microsoft.Compute/disks/write",
+        "Microsoft.Authorization/roleAssignments/write",
+        "Microsoft.Network/publicIPAddresses/write",
+    ):
+        assert not allowed(granted, forbidden), forbidden
+    # Known and accepted: powerOff (an OS-level stop that keeps billing) is in the role too;
+    # the watchdog calls deallocate, and `make status` shows a powered-off VM as
+    # stopped-but-billing.
+    assert allowed(granted, "Microsoft.Compute/virtualMachines/powerOff/action")

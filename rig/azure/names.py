@@ -19,14 +19,16 @@ ASSIGNMENT_MARK = "gpu-rehearsal:"
 ASSIGNMENT_DESCRIPTION = f"{ASSIGNMENT_MARK} the VM's own identity may deallocate this VM"
 
 # #10.4 decision: the VM's identity gets a BUILT-IN role on the VM itself, no custom role.
-# "Desktop Virtualization Power On Off Contributor" (Microsoft Learn, Azure built-in roles,
-# Compute / Desktop Virtualization, role id below) grants virtualMachines/read,
-# instanceView/read, start, deallocate, restart and powerOff; its other actions
-# (deployments/*, hostpools/*, alertRules/*, resourceGroups/read) name resource types that do
-# not exist under a VM, so assigned at the VM's scope they grant nothing more. A custom role
-# could only narrow that to deallocate alone, at the price of a tenant-wide object (5,000 per
-# tenant) that outlives `az group delete` and blocks the next deploy; a built-in role leaves
-# nothing outside the resource group but one assignment, which the destroy scan deletes.
+# "Desktop Virtualization Power On Off Contributor" (id below; MicrosoftDocs/azure-docs
+# articles/role-based-access-control/built-in-roles/compute.md, copied in tests/fixtures/azure/
+# role_power_on_off_contributor.json) grants on Microsoft.Compute/virtualMachines read,
+# instanceView/read, start, restart, powerOff and deallocate; its other actions name resource
+# types that cannot sit under a VM (ComputeSchedule locations, DesktopVirtualization host pools,
+# HybridCompute and AzureStackHCI machines, classic alertRules, deployments) or are reads, so
+# assigned at the VM's scope they grant nothing more. A custom role could only narrow that to
+# deallocate alone, at the price of a tenant-wide object (5,000 per tenant) that outlives
+# `az group delete` and blocks the next deploy; a built-in role leaves nothing outside the
+# resource group but one assignment, which the destroy scan deletes.
 POWER_ROLE_ID = "40c5ff49-9181-41f8-ae61-143b0e78555e"
 POWER_ROLE_NAME = "Desktop Virtualization Power On Off Contributor"
 
