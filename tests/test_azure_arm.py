@@ -387,3 +387,31 @@ def test_permissions_ignore_data_actions_in_the_payload():
     }
     perms = api(fake).permissions(f"/subscriptions/{SUB}")
     assert not arm.allowed(perms, "Microsoft.Compute/virtualMachines/write")
+
+
+def test_the_telling_code_in_error_details_gets_its_fix():
+    # ARM error envelope: {"error": {"code", "message", "details": [{"code", "message"}]}}
+    # (Microsoft Learn, "Troubleshoot common Azure deployment errors"): the quota code may only
+    # be in details.
+    fake = FakeArm()
+    vm_id = fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3", power="deallocated")
+    fake.refuse["/start"] = arm.Response(
+        409,
+        {
+            "error": {
+                "code": "Conflict",
+                "message": "The operation could not be completed.",
+                "details": [
+                    {
+                        "code": "QuotaExceeded",
+                        "message": "Operation could not be completed as it results in "
+                        "exceeding approved Total Regional Spot vCPUs quota.",
+                    }
+                ],
+            }
+        },
+    )
+    with pytest.raises(CommandError) as err:
+        api(fake).vm_action(vm_id, "start")
+    msg = str(err.value)
+    assert "QuotaExceeded" in msg and "request more in the portal" in msg and "\n" not in msg

@@ -206,9 +206,14 @@ class RestAzure:
                 "Contributor + User Access Administrator, to deploy and destroy); check `az "
                 "account show`"
             )
-        # One line: ARM messages may hold line breaks (lists of constraints).
+        # One line: ARM messages may hold line breaks (lists of constraints). The error envelope
+        # {"error": {"code", "message", "details": [{"code", "message"}, ...]}} may put the
+        # telling code in details (e.g. QuotaExceeded under a generic top-level code).
+        details = _details(resp.body)
         text = " ".join((f"{code}: {message}" if code else f"HTTP {resp.status}").split())
-        hint = hint_for(f"{code} {message}")
+        if details and details[0] not in text:
+            text = f"{text} ({details[0]})"
+        hint = hint_for(" ".join([code, message, *details]))
         return CommandError(
             f"Azure answered {text[:300]} for {what}" + (f" — {hint}" if hint else "")
         )
@@ -441,6 +446,21 @@ class RestAzure:
 
 
 # ---- parsing documented payloads ---------------------------------------------------------------
+
+
+def _details(body: Any) -> list[str]:
+    """ "code: message" of each nested error under error.details (ARM's error envelope)."""
+    out: list[str] = []
+    stack = [body.get("error")] if isinstance(body, dict) else []
+    while stack and len(out) < 20:
+        err = stack.pop(0)
+        if not isinstance(err, Mapping):
+            continue
+        for d in err.get("details") or []:
+            if isinstance(d, Mapping):
+                out.append(" ".join(f"{d.get('code', '')}: {d.get('message', '')}".split()))
+                stack.append(d)
+    return out
 
 
 def parse_usage(item: Mapping[str, Any]) -> Usage | None:
