@@ -415,3 +415,16 @@ def test_the_telling_code_in_error_details_gets_its_fix():
         api(fake).vm_action(vm_id, "start")
     msg = str(err.value)
     assert "QuotaExceeded" in msg and "request more in the portal" in msg and "\n" not in msg
+
+
+def test_an_expired_token_is_refreshed_once_then_refused_in_one_line():
+    # An `az` access token lives about an hour; a destroy waiting out a group deletion can
+    # outlive it: on 401 the client asks for a fresh one once.
+    fake = FakeArm()
+    fake.add_stack(RG, "vm-rehearsal-nc8as-t4-v3")
+    fresh = iter([TOKEN])
+    client = arm.RestAzure(SUB, "expired", fake, refresh=lambda: next(fresh))
+    assert len(client.role_assignments()) == 1
+    stale = arm.RestAzure(SUB, "expired", fake, refresh=lambda: "still-expired")
+    with pytest.raises(CommandError, match="401"):
+        stale.role_assignments()

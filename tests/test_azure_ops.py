@@ -171,3 +171,15 @@ def test_the_vms_built_in_role_is_the_documented_power_role_and_can_deallocate()
     # the watchdog calls deallocate, and `make status` shows a powered-off VM as
     # stopped-but-billing.
     assert allowed(granted, "Microsoft.Compute/virtualMachines/powerOff/action")
+
+
+def test_az_output_that_is_not_json_is_one_line_not_a_traceback(monkeypatch):
+    monkeypatch.setattr(credentials.shutil, "which", lambda name: "/usr/bin/az")
+
+    def garbage(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, "WARNING: upgrade available\n", "")
+
+    assert credentials.find_credentials(env={}, run=garbage) is None
+    creds = credentials.Credentials("az-cli", "sub")
+    with pytest.raises(CommandError, match="accessToken"):
+        credentials.access_token(creds, run=garbage)

@@ -162,9 +162,14 @@ class RestAzure:
         http: Http = urllib_http,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        refresh: Callable[[], str] | None = None,
     ):
         self.subscription_id = subscription_id
         self._token = token
+        # A fresh token when ARM answers 401 (an `az` token lives about an hour; a destroy that
+        # waits out a group deletion, or a long deploy, can outlive it).
+        self._refresh = refresh
         self._http = http
         self._sleep = sleep
         self._clock = clock
@@ -188,6 +193,10 @@ class RestAzure:
             )
         headers = {"Authorization": f"Bearer {self._token}"}
         resp = self._http(method, url, headers, None)
+        if resp.status == 401 and self._refresh is not None:
+            self._token = self._refresh()
+            headers = {"Authorization": f"Bearer {self._token}"}
+            resp = self._http(method, url, headers, None)
         for attempt in range(RETRIES):
             if resp.status not in RETRY_STATUSES:
                 break

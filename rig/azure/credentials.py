@@ -79,7 +79,12 @@ def find_credentials(
         return None
     if done.returncode != 0:
         return None
-    account = json.loads(done.stdout or "{}")
+    try:
+        account = json.loads(done.stdout or "{}")
+    except ValueError:
+        return None  # not the JSON `az account show -o json` documents: treat as not signed in
+    if not isinstance(account, dict):
+        return None
     sub = wanted or account.get("id", "")
     name = account.get("name", "") if sub == account.get("id") else ""
     if not sub:
@@ -122,4 +127,10 @@ def access_token(creds: Credentials, http: Http = urllib_http, run: Runner = run
         raise CommandError(f"`az account get-access-token` could not run ({exc})") from None
     if done.returncode != 0:
         raise CommandError("`az account get-access-token` failed — run `az login` again")
-    return str(json.loads(done.stdout)["accessToken"])
+    try:
+        return str(json.loads(done.stdout)["accessToken"])
+    except (ValueError, KeyError, TypeError):
+        raise CommandError(
+            "`az account get-access-token` answered without an accessToken — run `az login` "
+            "again (or update the Azure CLI)"
+        ) from None

@@ -95,7 +95,9 @@ def ask(question: str) -> bool:
 
 
 def real_api(creds: Credentials) -> AzureApi:
-    return RestAzure(creds.subscription_id, access_token(creds))
+    return RestAzure(
+        creds.subscription_id, access_token(creds), refresh=lambda: access_token(creds)
+    )
 
 
 def real_pulumi(state_dir: Path, creds: Credentials) -> Pulumi:

@@ -38,7 +38,7 @@ def _rest_api(subscription_id: str) -> AzureApi:
     creds = find_credentials(subscription=subscription_id)
     if creds is None:
         raise CommandError(NO_CREDENTIALS)
-    return RestAzure(subscription_id, access_token(creds))
+    return RestAzure(subscription_id, access_token(creds), refresh=lambda: access_token(creds))
 
 
 def _parse(t: str) -> dt.datetime:
