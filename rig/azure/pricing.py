@@ -2,8 +2,10 @@
 
 Live figures come from the public Azure retail prices API (prices.azure.com, no sign-in); the
 catalog (rig/catalog/instances.toml, azure_prices.toml) stands in when it cannot be reached,
-and every figure carries its source. The arithmetic lives in rig/cost.py: this module only
-supplies the rates.
+and every figure carries its source. A disk or IP figure stands in only for the region it was
+published for; without one the rate is unknown (PriceUnknown: "price unknown; live price
+needed") and the deploy stops rather than print a borrowed or remembered figure. The
+arithmetic lives in rig/cost.py: this module only supplies the rates.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from rig.state import Price, iso
 RETAIL_PRICES = "https://prices.azure.com/api/retail/prices"
 LIVE = "azure retail prices API"
 # Retail API meter name of the Standard SKU static public IPv4 address (serviceName
-# "Virtual Network", productName "IP Addresses").
+# "Virtual Network", productName "IP Addresses"; infracost prices azurerm_public_ip Standard
+# static from the same meter: testdata/public_ip_test, $0.005/h in eastus).
 PUBLIC_IP_METER = "Standard IPv4 Static Public IP"
 
 
