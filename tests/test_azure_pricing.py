@@ -103,7 +103,7 @@ def test_live_vm_disk_and_ip_prices():
     # The "P15 LRS Disk Mount" meter (shared disks) is not the disk's own price.
     assert pricing.retail_disk_month("westeurope", "Premium_LRS", "P15", CAT, http) == 41.82
     assert pricing.retail_public_ip_hour("westeurope", http) == 0.005
-    assert any("meterName+eq+%27P15+LRS+Disk%27" in u for u in http.urls)
+    assert any("skuName+eq+%27P15+LRS%27" in u for u in http.urls)
     assert any("Standard+IPv4+Static+Public+IP" in u for u in http.urls)
 
 
@@ -281,3 +281,20 @@ def test_disk_and_ip_meters_pick_the_price_in_effect():
     ip = fixture("retail_ip.json")
     ip["Items"].append(dict(ip["Items"][0], retailPrice=0.004, type="DevTestConsumption"))
     assert pricing.retail_public_ip_hour("westeurope", lambda *a: Response(200, ip), NOW) == 0.005
+
+
+def test_the_disk_meter_is_the_disk_itself_in_either_spelling():
+    # infracost internal/resources/azure/managed_disk.go matches meterName
+    # ^<tier> (<redundancy> )?Disk(s)?$ under skuName "<tier> LRS": "P15 LRS Disk" today,
+    # "P15 Disks" on older meters; "P15 LRS Disk Mount" is the shared-disk meter.
+    base = fixture("retail_disk.json")["Items"][0]
+    for meter, price, want in [
+        ("P15 Disks", 41.0, 41.0),
+        ("P15 LRS Disk Mount", 12.55, None),
+        ("P15 LRS Disk Operations", 0.1, None),
+        ("P150 LRS Disk", 99.0, None),
+    ]:
+        body = {"Items": [dict(base, meterName=meter, retailPrice=price)]}
+        http = lambda *a, b=body: Response(200, b)  # noqa: E731
+        got = pricing.retail_disk_month("westeurope", "Premium_LRS", "P15", CAT, http, NOW)
+        assert got == want, meter

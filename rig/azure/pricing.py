@@ -11,6 +11,7 @@ arithmetic lives in rig/cost.py: this module only supplies the rates.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -189,20 +190,24 @@ def retail_disk_month(
     http: Http = urllib_http,
     now: dt.datetime | None = None,
 ) -> float | None:
-    """Live USD per month of one managed disk tier (meter "P15 LRS Disk", unit "1/Month";
-    Microsoft Learn, "Understand Azure Disk Storage billing": product "Premium SSD Managed
-    Disks", meter "P20 LRS Disk")."""
+    """Live USD per month of one managed disk tier: productName "Premium SSD Managed Disks",
+    skuName "P15 LRS", unit "1/Month", and the disk's own meter — "P15 LRS Disk" (Microsoft
+    Learn, "Understand Azure Disk Storage billing": meter "P20 LRS Disk"), older meters "P15
+    Disks" — never "P15 LRS Disk Mount" (shared disks), "Disk Operations" or bursting. The same
+    selection as infracost's managed disk pricing (internal/resources/azure/managed_disk.go:
+    skuName "<tier> <redundancy>", meterName ^<tier> (<redundancy> )?Disk(s)?$)."""
     product = cat.azure_prices.disks[disk_type].product
     items = _retail(
         f"serviceName eq 'Storage' and priceType eq 'Consumption' and armRegionName eq "
-        f"'{location}' and meterName eq '{tier} LRS Disk'",
+        f"'{location}' and skuName eq '{tier} LRS'",
         http,
     )
+    meter = re.compile(rf"{re.escape(tier)} (LRS )?Disks?")
     now = now or dt.datetime.now(dt.UTC)
     found = [
         (str(item.get("effectiveStartDate") or ""), price)
         for item in items or []
-        if item.get("meterName") == f"{tier} LRS Disk"  # not "... Disk Mount" (shared disks)
+        if meter.fullmatch(str(item.get("meterName", "")))
         and item.get("productName") == product
         and item.get("unitOfMeasure") == "1/Month"
         and (price := _usable(item, now)) is not None
