@@ -23,9 +23,10 @@ EXIT_BAD_INPUT = 2
 
 
 def add_commands(sub: Any) -> None:
-    """Add fit, project and report to an argparse subparsers object."""
+    """Add fit, project, backtest and report to an argparse subparsers object."""
     _add_fit(sub)
     _add_project(sub)
+    _add_backtest(sub)
     _add_report(sub)
 
 
@@ -51,21 +52,36 @@ def _add_fit(sub: Any) -> None:
 def _add_project(sub: Any) -> None:
     p = sub.add_parser(
         "project",
-        help="project a measured decode speed onto the planned PC's card",
+        help="project a measured decode speed onto the planned PC's card (or every card)",
         description="Decode tok/s measured on one GPU, projected onto another (default: both "
-        "planned cards) with a low-high range and its assumptions. --json prints one object "
-        "for a single --to, else a list.",
+        "planned cards) with a low-high range and its assumptions. --to all ranks every "
+        "consumer card in the catalog: projected tok/s, range, fit verdict, tok/s per 100 $ of "
+        "launch MSRP. --json prints one object for a single --to, else a list.",
     )
     p.add_argument("--gpu", required=True, help="catalog GPU key the speed was measured on")
     p.add_argument("--tok-s", required=True, help="measured decode tokens per second")
-    p.add_argument("--model-gib", required=True, help="model weights in GiB")
+    p.add_argument("--model-gib", required=True, help="model weights in GiB (bytes read a token)")
     p.add_argument("--gpu-share", default="1", help="share of the model on the GPU, 0..1")
-    p.add_argument("--to", action="append", help="target GPU key (repeatable)")
+    p.add_argument("--to", action="append", help="target GPU key (repeatable), or all")
+    p.add_argument("--model", help="catalog model tag: the fit verdict uses its KV cache too")
+    p.add_argument("--ctx", default=str(mirror.DEFAULT_CTX), help="context for --model's fit")
     p.add_argument("--prompt-tok-s", help="measured prompt tok/s, to project prefill too")
     p.add_argument("--host-bw", help="measuring host's peak memory bandwidth, GB/s")
     p.add_argument("--pc-ram", default="ddr5-5600", help="the PC's memory kind (catalog key)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_guarded("project", cmd_project))
+
+
+def _add_backtest(sub: Any) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="the speed model's leave-one-out back-test on the catalog's published points",
+        description="Hold out each published point of every GPU with at least two, predict it "
+        "from the others (projected from the same publisher's run on another card where one "
+        "exists), and print the table, the median error, the range's coverage and width.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_guarded("backtest", cmd_backtest))
 
 
 def _add_report(sub: Any) -> None:
@@ -185,6 +201,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     tok_s = _num("--tok-s", args.tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
     gib = _num("--model-gib", args.model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
     share = _num("--gpu-share", args.gpu_share, "a share 0..1, e.g. --gpu-share 0.62")
+    ctx = _num("--ctx", args.ctx, "use a whole number of tokens, e.g. --ctx 8192", int)
     prompt = None
     if args.prompt_tok_s is not None:
         prompt = _num("--prompt-tok-s", args.prompt_tok_s, "prompt tok/s, e.g. 900")
@@ -193,13 +210,29 @@ def cmd_project(args: argparse.Namespace) -> int:
         raise MirrorError(
             "--pc-ram", f"'{args.pc_ram}' is not a known memory kind — known: {', '.join(cat.ram)}"
         )
+    if args.model is not None:
+        mirror.fit(args.model, ctx, "f16", "rtx-4060-ti-16gb", cat=cat)  # checks --model, --ctx
+    pc_bw = cat.ram[args.pc_ram].bandwidth_gbs
+    if args.to and "all" in args.to:
+        if len(args.to) > 1:
+            raise MirrorError("--to", "'all' ranks every consumer card — give it alone")
+        mirror.check_gpu(args.gpu, cat, "--gpu")
+        rows = mirror.rank_all(args.gpu, tok_s, gib, share, args.model, ctx, host, pc_bw, cat=cat)
+        if args.json:
+            print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False))
+        else:
+            print(render_ranking(rows, args, cat))
+        return 0
     targets = args.to or [k for k, g in cat.gpus.items() if g.role == "planned"]
-    out = [
-        mirror.project(
-            args.gpu, tok_s, gib, share, to, host, cat.ram[args.pc_ram].bandwidth_gbs, prompt, cat
+    out = []
+    for to in targets:
+        share_to = None
+        if args.model is not None:
+            mirror.check_gpu(to, cat, "--to")
+            share_to = mirror.fit(args.model, ctx, "f16", to, cat=cat).gpu_share
+        out.append(
+            mirror.project(args.gpu, tok_s, gib, share, to, host, pc_bw, prompt, cat, share_to)
         )
-        for to in targets
-    ]
     if args.json:
         data = [p.as_dict() for p in out]
         print(json.dumps(data[0] if args.to and len(args.to) == 1 else data, ensure_ascii=False))
@@ -217,6 +250,36 @@ def render_projection(p: mirror.Projection, cat: Any) -> str:
     if p.prompt_tok_s is not None:
         lines.append(f"  prefill: {p.prompt_tok_s:.0f} prompt tok/s")
     return "\n".join(lines + [f"  assumes: {a}" for a in p.assumptions])
+
+
+def render_ranking(rows: list[mirror.RankRow], args: argparse.Namespace, cat: Any) -> str:
+    src = cat.gpus[args.gpu].name
+    head = (
+        f"{args.tok_s} tok/s on {src} ({args.model_gib} GiB): every consumer card, fastest first\n"
+        f"{'card':40} {'tok/s':>7} {'range':>13} {'fit':>8} {'on GPU':>7} {'MSRP $':>7} "
+        f"{'tok/s per 100 $':>15}"
+    )
+    lines = [head, "-" * len(head.splitlines()[-1])]
+    for r in rows:
+        lines.append(
+            f"{r.name.replace('NVIDIA GeForce ', ''):40} {r.projected_tok_s:7.1f} "
+            f"{f'{r.low_tok_s:.0f}-{r.high_tok_s:.0f}':>13} {r.verdict:>8} {r.gpu_share:7.0%} "
+            f"{r.launch_msrp_usd:7.0f} {r.tok_s_per_100usd:15.1f}"
+        )
+    lines.append(f"fit: {rows[0].fit_basis}" if rows else "no consumer card in the catalog")
+    lines.append("prices: launch MSRP (a used RTX 3090 costs far less than its 2020 MSRP)")
+    return "\n".join(lines)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from bench import speed
+
+    bt = speed.back_test(load_catalog())
+    if args.json:
+        print(json.dumps(bt.as_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(bt.lines()))
+    return 0
 
 
 # ---------------------------------------------------------------------------------- report

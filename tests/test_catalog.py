@@ -57,6 +57,58 @@ def test_the_five_rehearsal_gpus_are_present_with_their_roles():
         "rtx-5060-ti-16gb",
     }
     assert {k for k, r in roles.items() if r == "cloud"} == {"t4", "a10g", "l4"}
+    # the cards the user might buy instead (issue 14)
+    assert {k for k, r in roles.items() if r == "alternative"} == {
+        "rtx-5070-ti-16gb",
+        "rtx-4070-ti-super-16gb",
+        "rtx-5080-16gb",
+        "rtx-3090",
+        "rtx-3070",
+    }
+
+
+def test_every_consumer_card_has_a_dated_cited_launch_price():
+    for gpu in CAT.gpus.values():
+        if gpu.segment != "consumer":
+            continue
+        assert gpu.launch_msrp_usd and gpu.launch_date, gpu.key
+        for field in ("launch_msrp_usd", "launch_date"):
+            assert CAT.sources[gpu.source_of(field)].as_of, (gpu.key, field)
+    # NVIDIA's announced prices (sources.toml: nvidia-rtx-50-launch, -40-super-, -30-, ...)
+    prices = {k: g.launch_msrp_usd for k, g in CAT.gpus.items() if g.segment == "consumer"}
+    assert prices["rtx-5060-ti-16gb"] == 429 and prices["rtx-4060-ti-16gb"] == 499
+    assert (prices["rtx-5070-ti-16gb"], prices["rtx-5080-16gb"]) == (749, 999)
+    assert (prices["rtx-3090"], prices["rtx-3070"]) == (1499, 499)
+
+
+def test_every_gpu_has_tensor_generation_and_int8_or_says_why_not():
+    gens = {"turing": 2, "ampere": 3, "ada": 4, "blackwell": 5}
+    for gpu in CAT.gpus.values():
+        assert gpu.tensor_core_gen == gens[gpu.arch], gpu.key
+        if gpu.int8_tops_dense is None or gpu.int8_tops_sparse is None:
+            assert "INT8" in gpu.notes or "sparsity" in gpu.notes, gpu.key
+        if gpu.int8_tops_dense and gpu.int8_tops_sparse:
+            assert gpu.int8_tops_sparse == pytest.approx(2 * gpu.int8_tops_dense, rel=0.01)
+    # Turing has no structured sparsity; the T4 datasheet gives 130 dense INT8 TOPS
+    assert (CAT.gpus["t4"].int8_tops_dense, CAT.gpus["t4"].int8_tops_sparse) == (130, None)
+
+
+def test_derived_figures_say_so():
+    for gpu in CAT.gpus.values():
+        for field, source in gpu.field_sources.items():
+            if source == "rehearsal-estimate":
+                assert "derived" in gpu.notes or "assumed" in gpu.notes, (gpu.key, field)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "mib"),
+    [("t4", 15360), ("a10g", 23028), ("l4", 23034), ("rtx-4060-ti-16gb", 16380)],
+)
+def test_usable_vram_is_what_nvidia_smi_reports(gpu, mib):
+    # REFERENCE.md, "Checked against vendor documents": nvidia-smi memory.total with ECC on
+    assert CAT.gpus[gpu].usable_mib == mib
+    for g in CAT.gpus.values():
+        assert g.usable_mib <= g.vram_gb * 1024
 
 
 def test_rtx_5060_ti_uses_the_launched_specs_not_the_prelaunch_estimate():
@@ -122,12 +174,33 @@ def test_conversation_tags_that_do_not_exist_have_real_replacements():
 
 
 def test_calibration_points_reproduce_reference_md():
-    points = {(p.gpu, p.engine): p.tok_s for p in CAT.calibration}
-    assert points[("rtx-4060-ti-16gb", "llama.cpp")] == 63.86
-    assert points[("rtx-5060-ti-16gb", "llama.cpp")] == 90.94
-    assert points[("rtx-4090", "llama.cpp")] == 186.21
-    assert points[("a100-80gb", "llama.cpp")] == 190.88
-    assert points[("t4", "ollama")] == 35.5
+    # REFERENCE.md: the llama.cpp CUDA scoreboard (Llama-2-7B Q4_0, tg128) and ollama issue 12770
+    board = {p.gpu: p.tok_s for p in CAT.calibration if p.source == "llamacpp-cuda-scoreboard"}
+    assert board == {
+        "rtx-4060-ti-16gb": 63.86, "rtx-5060-ti-16gb": 90.94, "rtx-4090": 186.21,
+        "a100-80gb": 190.88,
+    }  # fmt: skip
+    t4 = next(p for p in CAT.calibration if p.source == "ollama-issue-12770")
+    assert (t4.gpu, t4.engine, t4.tok_s, t4.build) == ("t4", "ollama", 35.54, "0.9.2")
+
+
+def test_every_calibration_point_is_complete_and_cited():
+    for p in CAT.calibration:
+        assert p.gpu in CAT.gpus and p.source in CAT.sources
+        assert CAT.sources[p.source].url.startswith("https://")
+        assert p.model and p.quant and p.test and p.model_gib > 0 and p.series
+        assert p.model_bytes == round(p.model_gib * 2**30)
+        if not p.use:
+            assert p.notes, "a point kept out of the fit says why"
+
+
+def test_planned_and_cloud_gpus_have_two_usable_points_each():
+    usable: dict[str, int] = {}
+    for p in CAT.calibration:
+        if p.use:
+            usable[p.gpu] = usable.get(p.gpu, 0) + 1
+    for gpu in ("t4", "a10g", "l4", "rtx-4060-ti-16gb", "rtx-5060-ti-16gb"):
+        assert usable.get(gpu, 0) >= 2, gpu
 
 
 def test_catalog_json_lists_gpus_and_priced_instances_with_sources():
@@ -161,7 +234,7 @@ def test_catalog_tables_render_without_a_profile(tmp_path):
         text=True,
         timeout=120,
         check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": "320", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     for text in (
@@ -172,5 +245,9 @@ def test_catalog_tables_render_without_a_profile(tmp_path):
         "0.838 (eu-west-1)",
         "per GB VRAM per hour",
         "vantage-2026-01-21",
+        "INT8 TOPS (sparse, 2:4)",
+        "Tensor cores (generation)",
+        "Launch MSRP ($)",
+        "RTX 5070 Ti 16GB",
     ):
         assert text in result.stdout
