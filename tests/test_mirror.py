@@ -15,8 +15,8 @@ import pytest
 
 from bench import mirror, speed
 from bench.mirror import Arch, MirrorError, fit, fit_from_show, project
-from bench.speed import back_test
 from bench.mirror_cli import add_commands
+from bench.speed import back_test
 from rig.catalog import load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -147,8 +147,8 @@ def test_projection_is_the_ratio_of_the_speed_models_times():
     m = speed.speed_model(cat)
     p = project("t4", 35.0, 4.377, to="rtx-4060-ti-16gb")
     t4, pc = cat.gpus["t4"], cat.gpus["rtx-4060-ti-16gb"]
-    expected = 35.0 * m.seconds_per_token(t4, 4.377, "ollama") / m.seconds_per_token(
-        pc, 4.377, "ollama"
+    expected = (
+        35.0 * m.seconds_per_token(t4, 4.377, "ollama") / m.seconds_per_token(pc, 4.377, "ollama")
     )
     assert p.projected_tok_s == pytest.approx(expected)
     band = speed.back_test(cat).band
