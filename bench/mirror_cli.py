@@ -80,6 +80,7 @@ def _add_backtest(sub: Any) -> None:
         "from the others (projected from the same publisher's run on another card where one "
         "exists), and print the table, the median error, the range's coverage and width.",
     )
+    p.add_argument("--compare", action="store_true", help="also back-test the other model forms")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_guarded("backtest", cmd_backtest))
 
@@ -152,7 +153,7 @@ def render_fit(r: mirror.FitResult, gpu_name: str) -> str:
         f"  weights       {r.weights_gib:7.2f} GiB",
         f"  KV cache      {r.kv_cache_gib:7.2f} GiB",
         f"  overhead      {r.overhead_gib:7.2f} GiB",
-        f"  total         {r.total_gib:7.2f} GiB  vs  VRAM {r.vram_gib:g} GiB",
+        f"  total         {r.total_gib:7.2f} GiB  vs  {r.vram_gib:.2f} GiB usable VRAM",
         f"  verdict       {verdict}",
     ]
     return "\n".join(lines + [f"  note: {n}" for n in r.notes])
@@ -274,12 +275,38 @@ def render_ranking(rows: list[mirror.RankRow], args: argparse.Namespace, cat: An
 def cmd_backtest(args: argparse.Namespace) -> int:
     from bench import speed
 
-    bt = speed.back_test(load_catalog())
+    cat = load_catalog()
+    bt = speed.back_test(cat)
+    variants = {v: speed.back_test(cat, v) for v in speed.VARIANTS} if args.compare else {}
     if args.json:
-        print(json.dumps(bt.as_dict(), ensure_ascii=False))
-    else:
-        print("\n".join(bt.lines()))
+        data = bt.as_dict()
+        if variants:
+            data["variants"] = {v: _variant_summary(b, cat) for v, b in variants.items()}
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    lines = bt.lines()
+    if variants:
+        lines += ["", f"model forms (projections use {speed.DEFAULT_VARIANT}):"]
+        for v, b in variants.items():
+            s = _variant_summary(b, cat)
+            lines.append(
+                f"  {v:15} median error {s['median_abs_error']:.1%}, inside range "
+                f"{s['coverage']:.0%}, range +/-{s['median_half_width']:.0%}, faster card "
+                f"projected slower in {s['monotonicity_violations']} pair(s) — {speed.VARIANTS[v]}"
+            )
+    print("\n".join(lines))
     return 0
+
+
+def _variant_summary(bt: Any, cat: Any) -> dict[str, Any]:
+    from bench import speed
+
+    return {
+        "median_abs_error": round(bt.median_abs_error, 4),
+        "coverage": round(bt.coverage, 4),
+        "median_half_width": round(bt.median_half_width, 4),
+        "monotonicity_violations": speed.monotonicity_violations(bt.model, cat),
+    }
 
 
 # ---------------------------------------------------------------------------------- report

@@ -265,6 +265,20 @@ def test_back_test_ranges_are_calibrated_without_the_held_out_point():
     assert 0 < bt.band < math.log(1.25)
 
 
+def test_the_chosen_model_form_is_the_one_that_wins_under_the_constraints():
+    cat = load_catalog()
+    chosen = back_test(cat)
+    assert chosen.model.variant == speed.DEFAULT_VARIANT == "two-term"
+    assert speed.monotonicity_violations(chosen.model, cat) == 0
+    # no fixed cost: a bandwidth ratio alone misses the goals
+    bandwidth_only = back_test(cat, "bandwidth-only")
+    assert bandwidth_only.median_abs_error > chosen.median_abs_error
+    assert bandwidth_only.median_abs_error > 0.15 or bandwidth_only.median_half_width >= 0.25
+    # a per-card efficiency fits better, but tells a buyer a faster card is slower
+    per_card = back_test(cat, "per-card")
+    assert speed.monotonicity_violations(per_card.model, cat) >= 1
+
+
 def test_fitted_parameters_are_physical():
     m = speed.speed_model()
     for fam in m.inv_efficiency:
@@ -337,6 +351,8 @@ def test_cli_backtest_prints_table_and_goals(capsys):
     assert run_cli(["backtest", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["median_abs_error"] <= 0.15 and data["coverage"] >= 0.8
+    assert run_cli(["backtest", "--compare"]) == 0
+    assert "bandwidth-only" in capsys.readouterr().out
 
 
 @pytest.fixture
