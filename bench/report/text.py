@@ -35,7 +35,7 @@ TEXT: dict[str, dict[str, str]] = {
         "{slow}.",
         "avoid_title": "Avoid on 16 GB",
         "avoid_none": "None of these models needs to be avoided on 16 GB.",
-        "avoid_spill": "{model}: does not fit 16 GB ({fit}); expect {speed}",
+        "avoid_spill": "{model}: does not fit 16 GB — {fit}; expect {speed}",
         "avoid_slow": "{model}: fits, but below {bar:g} tok/s on both cards ({speed})",
         "gpus": "GPUs compared",
         "gpus_intro": "Launch specs (INT8 and tensor FP16 dense; sparse = with 2:4 "
@@ -184,7 +184,7 @@ TEXT: dict[str, dict[str, str]] = {
         "worth_unknown": "この実行の計測だけでは {fast} と {slow} を比べられない。",
         "avoid_title": "16 GB では避けるべきモデル",
         "avoid_none": "16 GB で避けるべきモデルはない。",
-        "avoid_spill": "{model}：16 GB に収まらない（{fit}）。速度の目安 {speed}",
+        "avoid_spill": "{model}：16 GB に収まらない — {fit}。速度の目安 {speed}",
         "avoid_slow": "{model}：収まるが、どちらのカードでも {bar:g} tok/s 未満（{speed}）",
         "gpus": "比較した GPU",
         "gpus_intro": "発売時の仕様（INT8 とテンソル FP16 は密行列。sparse は 2:4 スパース性を"
