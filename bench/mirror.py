@@ -52,6 +52,9 @@ CLOUD_HOST_EFFECTIVE_GBS = speed.CLOUD_HOST_EFFECTIVE_GBS
 # A measured speed may exceed the bandwidth roofline by this much before it is refused: peak
 # bandwidth figures are rounded, and the bytes a user gives are a file size, not exact traffic.
 ROOFLINE_TOLERANCE = 0.2
+# The smallest weights worth projecting: below 10 MiB no language model exists (SmolLM2-135M
+# at Q4 is about 80 MiB); a smaller --model-gib is a unit mistake (MB or bytes for GiB).
+MIN_MODEL_GIB = 0.01
 
 
 class MirrorError(ValueError):
@@ -224,8 +227,8 @@ def _check_fit_args(ctx: int, kv_type: str, gpu: str, ram_gib: float, cat: Catal
     if kv_type not in KV_BYTES:
         raise MirrorError("--kv-type", f"'{kv_type}' is not a KV cache type — use f16|q8_0|q4_0")
     check_gpu(gpu, cat, "--gpu")
-    if ram_gib <= 0:
-        raise MirrorError("--ram-gib", f"{ram_gib:g} is not an amount of RAM — e.g. 32")
+    if not (ram_gib > 0 and math.isfinite(ram_gib)):
+        raise MirrorError("--ram-gib", f"{ram_gib:.6g} is not an amount of RAM — e.g. 32")
 
 
 def check_gpu(key: str, cat: Catalog, arg: str) -> None:
@@ -342,8 +345,12 @@ def project(
     cat: Catalog | None = None,
     gpu_share_to: float | None = None,
     engine: str = speed.DEFAULT_ENGINE,
+    weights_gib: float | None = None,
 ) -> Projection:
     """Carry a decode speed measured on `gpu_from` over to `to` (catalog GPU keys).
+
+    `model_gib` is what one decoded token reads; `weights_gib` what the GPU must hold (they
+    differ for a mixture of experts, which reads only its active experts; default: equal).
 
     Memory bandwidths are peaks in GB/s: the measuring host's (default: the effective rate seen
     on a cloud T4 host, CLOUD_HOST_EFFECTIVE_GBS) and the PC's (default DDR5-5600 dual
@@ -354,12 +361,14 @@ def project(
     cat = cat or load_catalog()
     check_gpu(gpu_from, cat, "--gpu")
     check_gpu(to, cat, "--to")
-    check_measurement(cat.gpus[gpu_from], tok_s, model_gib, gpu_share)
-    share_to = gpu_share if gpu_share_to is None else gpu_share_to
-    _check_share("--gpu-share", share_to)
     for arg, value in (("--host-bw", host_mem_bandwidth_gbs), ("--pc-bw", pc_mem_bandwidth_gbs)):
         if value is not None:
             _check_positive(arg, value, "a memory bandwidth in GB/s, e.g. 89.6")
+    check_measurement(
+        cat.gpus[gpu_from], tok_s, model_gib, gpu_share, weights_gib, host_mem_bandwidth_gbs
+    )
+    share_to = gpu_share if gpu_share_to is None else gpu_share_to
+    _check_share("--gpu-share", share_to)
     pc_ram = pc_mem_bandwidth_gbs or cat.ram["ddr5-5600"].bandwidth_gbs
     host = (
         host_mem_bandwidth_gbs * CPU_DECODE_EFFICIENCY
@@ -378,44 +387,73 @@ def project(
     return p
 
 
-def check_measurement(src: Gpu, tok_s: float, model_gib: float, share: float) -> None:
-    """Refuse what the measuring card cannot have done, with one line naming the argument."""
+def check_measurement(
+    src: Gpu,
+    tok_s: float,
+    model_gib: float,
+    share: float,
+    weights_gib: float | None = None,
+    host_peak_gbs: float | None = None,
+) -> None:
+    """Refuse what the measuring card cannot have done, with one line naming the argument.
+
+    The roofline is the least time a token can take: its GPU part at the card's peak
+    bandwidth, plus, when the host's peak is given (--host-bw), its CPU part at that peak.
+    """
     _check_positive("--tok-s", tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
     _check_positive("--model-gib", model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
+    if model_gib < MIN_MODEL_GIB:
+        raise MirrorError(
+            "--model-gib",
+            f"{model_gib:.3g} GiB is smaller than any language model's weights — give the "
+            "model file's size in GiB, e.g. --model-gib 4.56",
+        )
     _check_share("--gpu-share", share)
-    on_gpu = share * model_gib
-    if on_gpu > src.usable_gib * 1.01:
-        fit_share = src.usable_gib / model_gib
+    held = share * (weights_gib or model_gib)
+    if held > src.usable_gib * 1.01:
+        fit_share = src.usable_gib / (weights_gib or model_gib)
         raise MirrorError(
             "--gpu-share",
-            f"{share:g} puts {on_gpu:.1f} GiB of the {model_gib:g} GiB model on the GPU, but the "
-            f"{src.name} holds {src.usable_gib:.1f} GiB — give the measured share "
-            f"(size_vram / size from ollama ps), at most {fit_share:.2f}",
+            f"{share:.6g} puts {held:.3g} GiB of the {weights_gib or model_gib:.3g} GiB model on "
+            f"the GPU, but the {src.name} holds {src.usable_gib:.1f} GiB — give the measured "
+            f"share (size_vram / size from ollama ps), at most {fit_share:.2f}",
         )
-    roofline = src.bandwidth_gbs / (on_gpu * GIB) if on_gpu else math.inf
+    on_gpu = share * model_gib
+    least_s = on_gpu * GIB / src.bandwidth_gbs
+    if host_peak_gbs:
+        least_s += (1 - share) * model_gib * GIB / host_peak_gbs
+    roofline = 1 / least_s if least_s else math.inf
     if tok_s > roofline * (1 + ROOFLINE_TOLERANCE):
+        where = f"{on_gpu:.3g} GiB on the GPU at {src.bandwidth_gbs:g} GB/s" + (
+            f" and {(1 - share) * model_gib:.3g} GiB from host memory at {host_peak_gbs:g} GB/s"
+            if host_peak_gbs and share < 1
+            else ""
+        )
         raise MirrorError(
             "--tok-s",
-            f"{tok_s:g} tok/s is above the {src.name}'s bandwidth roofline for "
-            f"{on_gpu:.2f} GiB on the GPU ({src.bandwidth_gbs:g} GB/s / {on_gpu * GIB:.2f} GB = "
-            f"{roofline:.1f} tok/s, +{ROOFLINE_TOLERANCE:.0%} allowed) — check --model-gib "
-            "(a MoE model reads only its active experts: give those bytes) and --gpu",
+            f"{tok_s:.6g} tok/s is above the {src.name}'s bandwidth roofline for {where} "
+            f"({roofline:.1f} tok/s, +{ROOFLINE_TOLERANCE:.0%} allowed) — check --model-gib "
+            "(a MoE model reads only its active experts: give those bytes), --gpu-share and "
+            "--gpu",
         )
 
 
 @dataclass
 class RankRow:
+    """One card of `rank_all`. A model that does not fit the card's VRAM plus the PC's RAM
+    cannot run there: it has no speed (None), whatever a formula would say."""
+
     gpu: str
     name: str
     role: str
     vram_gb: float
-    projected_tok_s: float
-    low_tok_s: float
-    high_tok_s: float
+    projected_tok_s: float | None
+    low_tok_s: float | None
+    high_tok_s: float | None
     verdict: Verdict
     gpu_share: float
     launch_msrp_usd: float
-    tok_s_per_100usd: float
+    tok_s_per_100usd: float | None
     fit_basis: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -437,6 +475,7 @@ def rank_all(
     pc_mem_bandwidth_gbs: float | None = None,
     ram_gib: float = DEFAULT_PC_RAM_GIB,
     cat: Catalog | None = None,
+    weights_gib: float | None = None,
 ) -> list[RankRow]:
     """Every consumer card in the catalog for one measurement, fastest first.
 
@@ -453,18 +492,22 @@ def rank_all(
             f = fit(model, ctx, "f16", key, ram_gib, cat)
             verdict, share, basis = f.verdict, f.gpu_share, f"{model} at {ctx} tokens, f16 KV"
         else:
-            verdict, share = fit_weights(model_gib, key, ram_gib, cat)
+            verdict, share = fit_weights(weights_gib or model_gib, key, ram_gib, cat)
             basis = "weights + runtime overhead (no KV cache: pass --model for the full fit)"
         p = project(
             gpu_from, tok_s, model_gib, gpu_share, key, host_mem_bandwidth_gbs,
-            pc_mem_bandwidth_gbs, None, cat, share,
+            pc_mem_bandwidth_gbs, None, cat, share, weights_gib=weights_gib,
         )  # fmt: skip
         msrp = gpu.launch_msrp_usd or math.nan
+        if verdict == "no":
+            rows.append(RankRow(key, gpu.name, gpu.role, gpu.vram_gb, None, None, None, verdict,
+                                share, msrp, None, basis))  # fmt: skip
+            continue
         rows.append(RankRow(
             key, gpu.name, gpu.role, gpu.vram_gb, p.projected_tok_s, p.low_tok_s, p.high_tok_s,
             verdict, share, msrp, p.projected_tok_s / msrp * 100, basis,
         ))  # fmt: skip
-    return sorted(rows, key=lambda r: -r.projected_tok_s)
+    return sorted(rows, key=lambda r: -(r.projected_tok_s or 0.0))
 
 
 def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | None, str]:
@@ -481,9 +524,9 @@ def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | N
 
 def _check_share(arg: str, value: float) -> None:
     if not (0 <= value <= 1):
-        raise MirrorError(arg, f"{value:g} is not a share — use 0..1, e.g. 0.62")
+        raise MirrorError(arg, f"{value:.10g} is not a share — use 0..1, e.g. 0.62")
 
 
 def _check_positive(arg: str, value: float, fix: str) -> None:
     if not (value > 0 and math.isfinite(value)):
-        raise MirrorError(arg, f"{value:g} must be a positive number — {fix}")
+        raise MirrorError(arg, f"{value:.6g} must be a positive number — {fix}")

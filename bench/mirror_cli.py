@@ -119,7 +119,8 @@ def _num(arg: str, raw: str, fix: str, kind: type = float) -> Any:
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        raise MirrorError(arg, f"'{raw}' is not a number — {fix}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise MirrorError(arg, f"'{raw}' is not {what} — {fix}") from None
 
 
 # ------------------------------------------------------------------------------------- fit
@@ -211,14 +212,19 @@ def cmd_project(args: argparse.Namespace) -> int:
         raise MirrorError(
             "--pc-ram", f"'{args.pc_ram}' is not a known memory kind — known: {', '.join(cat.ram)}"
         )
+    weights = None
     if args.model is not None:
         mirror.fit(args.model, ctx, "f16", "rtx-4060-ti-16gb", cat=cat)  # checks --model, --ctx
+        # what the GPU holds; --model-gib stays what a token reads (less for a MoE)
+        weights = cat.models[args.model].download_gb * 1e9 / mirror.GIB_BYTES
     pc_bw = cat.ram[args.pc_ram].bandwidth_gbs
     if args.to and "all" in args.to:
         if len(args.to) > 1:
             raise MirrorError("--to", "'all' ranks every consumer card — give it alone")
         mirror.check_gpu(args.gpu, cat, "--gpu")
-        rows = mirror.rank_all(args.gpu, tok_s, gib, share, args.model, ctx, host, pc_bw, cat=cat)
+        rows = mirror.rank_all(
+            args.gpu, tok_s, gib, share, args.model, ctx, host, pc_bw, cat=cat, weights_gib=weights
+        )
         if args.json:
             print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False))
         else:
@@ -230,10 +236,20 @@ def cmd_project(args: argparse.Namespace) -> int:
         share_to = None
         if args.model is not None:
             mirror.check_gpu(to, cat, "--to")
-            share_to = mirror.fit(args.model, ctx, "f16", to, cat=cat).gpu_share
-        out.append(
-            mirror.project(args.gpu, tok_s, gib, share, to, host, pc_bw, prompt, cat, share_to)
-        )
+            f = mirror.fit(args.model, ctx, "f16", to, cat=cat)
+            if f.verdict == "no":
+                raise MirrorError(
+                    "--ctx",
+                    f"{args.model} at {ctx} tokens needs {f.total_gib:.3g} GiB: more than "
+                    f"{to}'s VRAM plus the RAM the PC leaves free, so it cannot run there — "
+                    "lower --ctx or pick a smaller model",
+                )
+            share_to = f.gpu_share
+        p = mirror.project(
+            args.gpu, tok_s, gib, share, to, host, pc_bw, prompt, cat, share_to,
+            weights_gib=weights,
+        )  # fmt: skip
+        out.append(p)
     if args.json:
         data = [p.as_dict() for p in out]
         print(json.dumps(data[0] if args.to and len(args.to) == 1 else data, ensure_ascii=False))
@@ -262,10 +278,14 @@ def render_ranking(rows: list[mirror.RankRow], args: argparse.Namespace, cat: An
     )
     lines = [head, "-" * len(head.splitlines()[-1])]
     for r in rows:
+        if r.projected_tok_s is None:  # does not fit VRAM + RAM: no speed to give
+            speed, rng, per = "—", "cannot run", "—"
+        else:
+            speed, rng = f"{r.projected_tok_s:.1f}", f"{r.low_tok_s:.0f}-{r.high_tok_s:.0f}"
+            per = f"{r.tok_s_per_100usd:.1f}"
         lines.append(
-            f"{r.name.replace('NVIDIA GeForce ', ''):40} {r.projected_tok_s:7.1f} "
-            f"{f'{r.low_tok_s:.0f}-{r.high_tok_s:.0f}':>13} {r.verdict:>8} {r.gpu_share:7.0%} "
-            f"{r.launch_msrp_usd:7.0f} {r.tok_s_per_100usd:15.1f}"
+            f"{r.name.replace('NVIDIA GeForce ', ''):40} {speed:>7} {rng:>13} {r.verdict:>8} "
+            f"{r.gpu_share:7.0%} {r.launch_msrp_usd:7.0f} {per:>15}"
         )
     lines.append(f"fit: {rows[0].fit_basis}" if rows else "no consumer card in the catalog")
     lines.append("prices: launch MSRP (a used RTX 3090 costs far less than its 2020 MSRP)")
@@ -287,12 +307,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     lines = bt.lines()
     if variants:
         lines += ["", f"model forms (projections use {speed.DEFAULT_VARIANT}):"]
-        for v, b in variants.items():
-            s = _variant_summary(b, cat)
+        for v, b in variants.items():  # unrounded, so the chosen form reads as above
             lines.append(
-                f"  {v:15} median error {s['median_abs_error']:.1%}, inside range "
-                f"{s['coverage']:.0%}, range +/-{s['median_half_width']:.0%}, faster card "
-                f"projected slower in {s['monotonicity_violations']} pair(s) — {speed.VARIANTS[v]}"
+                f"  {v:15} median error {b.median_abs_error:.1%}, inside range "
+                f"{b.coverage:.0%}, range +/-{b.median_half_width:.0%}, faster card "
+                f"projected slower in {speed.monotonicity_violations(b.model, cat)} pair(s) — "
+                f"{speed.VARIANTS[v]}"
             )
     print("\n".join(lines))
     return 0

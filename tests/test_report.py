@@ -355,3 +355,89 @@ def test_report_html_opens_in_chromium_without_console_errors(run_dir, chromium,
     artifact = ARTIFACTS / f"report-bottom-line-{lang}.png"
     artifact.write_bytes(png)
     print(f"\nscreenshot: {artifact}")
+
+
+# ------------------------------------------------------------ reviewed: hostile runs
+
+
+def _rewrite(run_dir: Path, edit) -> None:
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    rows = [edit(json.loads(line)) for line in lines if line.strip()]
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r))
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_a_run_where_every_request_failed_keeps_the_fit_and_says_why(run_dir, lang):
+    _rewrite(run_dir, lambda r: {**r, "ok": False, "error": "HTTP 500 from the server",
+                                 "decode_tok_s": None})  # fmt: skip
+    md, _ = write(run_dir, lang)
+    bottom = section(md, "Bottom line" if lang == "en" else "結論")
+    # every model stays with its fit verdict (no measurement needed), and no speed is given
+    assert md_row(bottom, "llama3:8b")[2:] == ["—", "—"]
+    assert md_row(bottom, "mixtral:8x7b-instruct-v0.1-q4_K_M")[2:] == ["—", "—"]
+    assert "HTTP 500 from the server" in bottom  # the first error, as the run recorded it
+    if lang == "en":
+        assert "No GPU measurement in this run" in bottom
+        assert "Every GPU request failed for llama3:8b" in bottom
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("decode_tok_s", float("nan")), ("decode_tok_s", -5.0),
+                         ("ttft_s", float("inf"))],
+)  # fmt: skip
+def test_impossible_numbers_in_a_run_are_one_line_errors(run_dir, field, value, capsys):
+    # Python's json writes and reads NaN and Infinity; no rate or time can be one, and a mean
+    # over one poisons every figure (statistics.fmean raised a traceback before this check).
+    _rewrite(run_dir, lambda r: {**r, field: value} if r["rep"] == 0 else r)
+    parser = argparse.ArgumentParser(prog="bench")
+    add_commands(parser.add_subparsers(required=True))
+    args = parser.parse_args(["report", str(run_dir)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"results.jsonl line 1: {field} is" in err and "\n" not in err
+    assert "Traceback" not in err and not (run_dir / "report.md").exists()
+
+
+def test_one_cloud_target_gives_one_source_and_no_disagreement(run_dir):
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["targets"] = [t for t in meta["targets"] if t["name"] == "aws-g4dn.2xlarge"]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    _rewrite(run_dir, lambda r: r if r["target"] == "aws-g4dn.2xlarge" else None)
+    md, _ = write(run_dir)
+    bottom = section(md, "Bottom line")
+    p = projection("t4", 35.0, "rtx-4060-ti-16gb")
+    cell = md_row(bottom, "llama3:8b")[2]
+    assert cell.startswith(f"interactive, {p.projected_tok_s:.1f} tok/s") and "⚠" not in cell
+    assert "sources disagree" not in bottom
+
+
+# Latin words a Japanese bottom line may keep: units and acronyms the Japanese text uses, and
+# data (model tags, card names, target labels, a server's own error message) shown as is.
+JA_ALLOWED = {"GPU", "RAM", "tok", "aws", "xlarge", "HTTP", "from", "the", "server"}
+
+
+@pytest.mark.parametrize("variant", ["fixture", "disagree", "failed"])
+def test_the_japanese_bottom_line_has_no_english_sentence(run_dir, variant):
+    import re
+
+    from rig.catalog import load_catalog
+
+    if variant == "disagree":  # the T4 run at 30 % speed: the sources disagree, flagged
+        _rewrite(run_dir, lambda r: {**r, "decode_tok_s": r["decode_tok_s"] * 0.3}
+                 if r["target"] == "aws-g4dn.2xlarge" and r["decode_tok_s"] else r)  # fmt: skip
+    if variant == "failed":
+        _rewrite(run_dir, lambda r: {**r, "ok": False, "error": "HTTP 500 from the server",
+                                     "decode_tok_s": None})  # fmt: skip
+    md, _ = write(run_dir, "ja")
+    text = section(md, "結論")
+    cat = load_catalog()
+    for tag in sorted(cat.models, key=len, reverse=True):
+        text = text.replace(tag, "")
+    for g in cat.gpus.values():
+        text = text.replace(
+            g.name.replace("NVIDIA ", "").replace("GeForce ", "").split(" (")[0], ""
+        )
+    words = set(re.findall(r"[A-Za-z]{3,}", text))
+    assert words <= JA_ALLOWED, sorted(words - JA_ALLOWED)
+    if variant == "disagree":
+        assert "計測元が食い違う" in text

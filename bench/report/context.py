@@ -127,11 +127,19 @@ class Ctx:
         seen = [r.num_ctx for r in self.run.results if r.model == model and r.num_ctx]
         return max(seen) if seen else mirror.DEFAULT_CTX
 
-    def model_gib(self, model: str, rows: list[RequestResult]) -> float | None:
+    def weights_gib(self, model: str, rows: list[RequestResult]) -> float | None:
+        """What the GPU must hold: the catalog's download size, else the size Ollama reported."""
         if model in self.cat.models:
             return self.cat.models[model].download_gb * 1e9 / mirror.GIB_BYTES
         size = stat(r.size_bytes for r in rows)
         return None if size is None else size.mean / mirror.GIB_BYTES
+
+    def model_gib(self, model: str, rows: list[RequestResult]) -> float | None:
+        """What one decoded token reads: the weights, or for a mixture of experts only its
+        active share (deepseek-coder-v2:16b reads 2.4B of 15.7B parameters a token)."""
+        weights = self.weights_gib(model, rows)
+        m = self.cat.models.get(model)
+        return None if weights is None else weights * (m.read_fraction if m else 1.0)
 
     def fit(self, model: str, gpu: str) -> mirror.FitResult | None:
         if model not in self.cat.models:
@@ -197,7 +205,7 @@ def _projections(ctx: Ctx) -> dict[tuple[str, str, str], speed.SpeedProjection]:
         for src in ctx.gpu_targets():
             rows = ctx.rows(model, src, speed_only=True)
             decode = stat(r.decode_tok_s for r in rows)
-            gib = ctx.model_gib(model, rows)
+            gib, weights = ctx.model_gib(model, rows), ctx.weights_gib(model, rows)
             if decode is None or gib is None or decode.mean <= 0:
                 continue
             measured_share = stat(r.gpu_share for r in rows)
@@ -206,12 +214,14 @@ def _projections(ctx: Ctx) -> dict[tuple[str, str, str], speed.SpeedProjection]:
             engine = BACKEND_ENGINE.get(ctx.run.target(src).backend, speed.DEFAULT_ENGINE)
             for card in ctx.planned:
                 fitted = ctx.fit(model, card)
+                if fitted is not None and fitted.verdict == "no":
+                    continue  # cannot run on that card at all: no speed to project
                 try:
                     out[(model, src, card)] = mirror.project(
                         ctx.gpu_of(src) or "", decode.mean, gib, share, card,
                         ctx.run.target(src).host_mem_bandwidth_gbs, pc_bw,
                         prompt.mean if prompt else None, ctx.cat,
-                        None if fitted is None else fitted.gpu_share, engine,
+                        None if fitted is None else fitted.gpu_share, engine, weights,
                     )  # fmt: skip
                 except mirror.MirrorError:
                     # A measurement the card cannot have made (e.g. a share the VRAM cannot

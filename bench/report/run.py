@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bench.schema import RequestResult, RunMeta, TargetInfo
@@ -52,9 +53,21 @@ def load_run(run_dir: Path) -> Run:
         if not line.strip():
             continue
         try:
-            results.append(RequestResult.from_json(json.loads(line)))
+            result = RequestResult.from_json(json.loads(line))
         except ValueError:
             if n == len(lines):  # the last line cut short by a crash: what came before stands
                 continue
             raise ValueError(f"results.jsonl line {n} is not JSON") from None
+        _check_numbers(result, n)
+        results.append(result)
     return Run(meta, results)
+
+
+def _check_numbers(result: RequestResult, n: int) -> None:
+    """A rate, a duration or a size is finite and not negative: Python's json reads NaN and
+    Infinity, which no measurement can be, and a mean over them would poison every figure."""
+    for f in fields(result):
+        value = getattr(result, f.name)
+        number = isinstance(value, float | int) and not isinstance(value, bool)
+        if number and (not math.isfinite(value) or value < 0):
+            raise ValueError(f"results.jsonl line {n}: {f.name} is {value}")

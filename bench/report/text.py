@@ -11,6 +11,8 @@ TEXT: dict[str, dict[str, str]] = {
         "includes the PC itself). Interactive = at least {bar:g} tok/s decode.",
         "bottom_none": "No GPU measurement in this run: the speeds need a cloud GPU (or the "
         "PC) to be benched. The 16 GB fit below is computed from the models' architecture.",
+        "bottom_failed": "Every GPU request failed for {models} (first error: {error}): no "
+        "speed for them; their 16 GB fit is still computed.",
         "fits_col": "fits 16 GB?",
         "fits_yes": "yes",
         "fits_partial": "partly ({share} on the GPU, the rest from RAM)",
@@ -160,6 +162,8 @@ TEXT: dict[str, dict[str, str]] = {
         "実測）。対話的 = デコード {bar:g} tok/s 以上。",
         "bottom_none": "この実行には GPU の計測がないため、速度は出せない（クラウド GPU か PC "
         "でのベンチが必要）。下の 16 GB 判定はモデルの構造から計算したもの。",
+        "bottom_failed": "{models} は GPU でのリクエストがすべて失敗したため速度はない（最初の"
+        "エラー：{error}）。16 GB 判定は計算で示す。",
         "fits_col": "16 GB に収まるか",
         "fits_yes": "はい",
         "fits_partial": "一部（GPU 上 {share}、残りは RAM）",

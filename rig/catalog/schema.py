@@ -166,7 +166,19 @@ class Model(Cited):
     head_count_kv: int
     key_length: int
     value_length: int
+    # Mixture of experts: the parameters one token runs through (shared layers + the routed
+    # experts). Decode reads only those, so its speed follows these bytes, not the file size.
+    active_parameters_b: float | None = Field(default=None, gt=0)
     remark: str = ""
+
+    @property
+    def read_fraction(self) -> float:
+        """Share of the weights one decoded token reads (1 for a dense model)."""
+        return (
+            min(1.0, self.active_parameters_b / self.parameters_b)
+            if self.active_parameters_b
+            else 1.0
+        )
 
 
 class Unavailable(_Strict):
@@ -175,7 +187,7 @@ class Unavailable(_Strict):
     replacement: str
 
 
-Engine = Literal["llama-bench", "llama-server", "ollama", "localscore"]
+Engine = Literal["llama-bench", "llama-server", "llama-cli", "ollama", "localscore"]
 
 
 class CalibrationPoint(_Strict):

@@ -13,12 +13,19 @@ from bench.report.document import Block, Section, Table
 def sec_bottom_line(c: Ctx) -> Section:
     # The user's models (the profile's) and any other model a GPU target measured; a model only
     # the local CPU demo ran says nothing about the PC.
-    gpu_models = {r.model for r in c.run.ok if c.gpu_of(r.target)}
-    planned = set(c.profile_models()) - set(c.run.models())
-    models = [m for m in c.profile_models() if m in gpu_models or m in planned]
+    # A model whose GPU requests all failed stays: its fit verdict needs no measurement, and
+    # the user must see that it has no speed rather than lose the row.
+    gpu_ran = {r.model for r in c.run.results if c.gpu_of(r.target)}
+    demo_only = set(c.run.models()) - gpu_ran
+    models = [m for m in c.profile_models() if m not in demo_only]
     blocks: list[Block] = [c.t("bottom_intro", bar=INTERACTIVE_TOK_S)]
-    if not c.gpu_targets() and not any(c.local_on(card) for card in c.planned):
+    if not any(c.gpu_of(r.target) for r in c.run.ok):
         blocks.append(c.t("bottom_none"))
+    failed = [m for m in models if m in gpu_ran and not any(
+        r.model == m and c.gpu_of(r.target) for r in c.run.ok)]  # fmt: skip
+    if failed:
+        error = next((r.error for r in c.run.results if r.model in failed and r.error), "—")
+        blocks.append(c.t("bottom_failed", models=", ".join(failed), error=error))
     headers = [c.t("model"), c.t("fits_col"), *[c.card(card) for card in c.planned]]
     rows, flags = [], []
     for model in models:

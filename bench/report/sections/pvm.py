@@ -33,6 +33,7 @@ def sec_projected_vs_measured(c: Ctx) -> Section | None:
                         min(1.0, share.mean) if share else 1.0, card,
                         c.run.target(src).host_mem_bandwidth_gbs, pc_bw, None, c.cat,
                         min(1.0, local_share.mean) if local_share else None, engine,
+                        c.weights_gib(model, rows_src),
                     )  # fmt: skip
                 except mirror.MirrorError:
                     continue
