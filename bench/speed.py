@@ -598,7 +598,7 @@ def carry(
     if key_src != key_dst and slow is not None:
         notes.append(
             f"{slow.name} decodes without CUDA graphs (llama.cpp enables them from compute "
-            f"capability {GRAPHS_MIN_CC:g}; this card is {slow.compute_capability}): it pays "
+            f"capability {GRAPHS_MIN_CC:.1f}; this card is {slow.compute_capability}): it pays "
             "more per token, which does not carry over"
         )
     for gpu in (src, dst):
