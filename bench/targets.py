@@ -8,7 +8,6 @@ bench/ knows nothing of clouds beyond these facts.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.schema import TargetInfo
+from rig import state as rig_state
+from rig.problems import CommandError
 
 LOCAL_OLLAMA = "http://127.0.0.1:11434"
 OLLAMA_PORT = 11434
@@ -101,7 +102,11 @@ def parse_target(text: str, default_backend: str) -> TargetSpec:
 def from_state_file(path: Path) -> TargetSpec:
     """A deployed VM from its state file (see rig's deploy for the writer)."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        # rig.state's loader: the same one-line message and fix as every rig command.
+        state = rig_state.load(path).to_json()
+    except CommandError as exc:
+        raise TargetError(str(exc)) from None
+    try:
         price = state.get("price") or {}
         info = TargetInfo(
             name=state["name"],
