@@ -36,6 +36,7 @@ from bench.workload import WORKLOAD_DIR
 from rig.catalog import load_catalog
 from rig.problems import ProfileError
 from rig.profile import DEFAULT_PROFILE, load_profile
+from rig.version import version_line
 
 EXIT_BAD_INPUT = 2
 DEMO_REPETITIONS = 2
@@ -323,9 +324,12 @@ def _was_demo(meta: RunMeta) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    prog = "python -m bench" if script in ("", "__main__.py", "-c") else script
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="gpu-rehearsal benchmark: run, fit, project, report"
+        prog=prog, description="gpu-rehearsal benchmark: run, fit, project, report"
     )
+    parser.add_argument("--version", action="version", version=version_line(prog))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_command(sub)
     try:
