@@ -284,7 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         mode, specs = _choose(args, console)
     try:
         with _open_targets(mode, specs, plan) as (targets, plan):
-            meta.targets = [t.info for t in targets]
+            # A resumed run keeps the targets it had (their kind, GPU, price) and adds new ones,
+            # e.g. the real PC benched later with --resume RUN_ID --target pc=http://HOST:11434.
+            now = {t.info.name for t in targets}
+            meta.targets = [*(t for t in meta.targets if t.name not in now)]
+            meta.targets += [t.info for t in targets]
             meta.git_commit = _git_commit()
             meta.versions = _versions(targets, mode)
             meta.profile = {**profile, "plan": plan.__dict__, "mode": mode}

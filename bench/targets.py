@@ -95,8 +95,19 @@ def parse_target(text: str, default_backend: str) -> TargetSpec:
         )
     if backend not in ("ollama", "openai"):
         raise TargetError(f"--target {text!r}: backend {backend!r} — use @ollama or @openai")
-    kind = "local" if name == "local" else "cloud"
-    return TargetSpec(TargetInfo(name=name, url=url, backend=backend, label=name, kind=kind))
+    if is_pc(name):
+        # The user's own PC (e.g. Windows/WSL2 running Ollama, reached over the LAN): its
+        # numbers are the real thing the cloud runs stand in for, never labelled "cloud".
+        info = TargetInfo(
+            name=name, url=url, backend=backend, label=f"your PC ({name})", kind="local"
+        )
+        return TargetSpec(info)
+    return TargetSpec(TargetInfo(name=name, url=url, backend=backend, label=name, kind="cloud"))
+
+
+def is_pc(name: str) -> bool:
+    """`local`, `pc` and `pc-*` (pc-wsl, pc-5060ti, ...) name the user's own PC."""
+    return name in ("local", "pc") or name.startswith("pc-")
 
 
 def from_state_file(path: Path) -> TargetSpec:
