@@ -59,3 +59,12 @@ def test_no_model_text_speaks_of_a_conversation_the_user_never_saw():
         assert "conversation" not in m.remark.lower()
     for s in CAT.sources.values():
         assert "conversation" not in s.title.lower()
+
+
+def test_the_readme_and_rig_toml_speak_of_the_plan_not_a_conversation():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("README.md", "rig.toml"):
+        text = (root / name).read_text(encoding="utf-8")
+        assert "conversation" not in text.lower() and "会話" not in text, name
