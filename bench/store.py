@@ -36,9 +36,19 @@ class RunStore:
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunStore:
-        run_dir = root / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        return cls(run_dir)
+        """A new run directory; a second run started in the same second gets RUN_ID-2, -3, ...
+
+        mkdir(exist_ok=False) is the claim, so two concurrent runs never share a directory.
+        """
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            run_dir = root / (run_id if n == 1 else f"{run_id}-{n}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            return cls(run_dir)
+        raise FileExistsError(f"{root}/{run_id}: 999 runs with this id already exist")
 
     @classmethod
     def open(cls, root: Path, run_id: str) -> RunStore:

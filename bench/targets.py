@@ -8,7 +8,6 @@ bench/ knows nothing of clouds beyond these facts.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.schema import TargetInfo
+from rig import state as rig_state
+from rig.problems import CommandError
 
 LOCAL_OLLAMA = "http://127.0.0.1:11434"
 OLLAMA_PORT = 11434
@@ -94,14 +95,29 @@ def parse_target(text: str, default_backend: str) -> TargetSpec:
         )
     if backend not in ("ollama", "openai"):
         raise TargetError(f"--target {text!r}: backend {backend!r} — use @ollama or @openai")
-    kind = "local" if name == "local" else "cloud"
-    return TargetSpec(TargetInfo(name=name, url=url, backend=backend, label=name, kind=kind))
+    if is_pc(name):
+        # The user's own PC (e.g. Windows/WSL2 running Ollama, reached over the LAN): its
+        # numbers are the real thing the cloud runs stand in for, never labelled "cloud".
+        info = TargetInfo(
+            name=name, url=url, backend=backend, label=f"your PC ({name})", kind="local"
+        )
+        return TargetSpec(info)
+    return TargetSpec(TargetInfo(name=name, url=url, backend=backend, label=name, kind="cloud"))
+
+
+def is_pc(name: str) -> bool:
+    """`local`, `pc` and `pc-*` (pc-wsl, pc-5060ti, ...) name the user's own PC."""
+    return name in ("local", "pc") or name.startswith("pc-")
 
 
 def from_state_file(path: Path) -> TargetSpec:
     """A deployed VM from its state file (see rig's deploy for the writer)."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        # rig.state's loader: the same one-line message and fix as every rig command.
+        state = rig_state.load(path).to_json()
+    except CommandError as exc:
+        raise TargetError(str(exc)) from None
+    try:
         price = state.get("price") or {}
         info = TargetInfo(
             name=state["name"],

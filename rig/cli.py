@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
-from collections.abc import Sequence
+import shutil
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +21,101 @@ from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import catalog_json, print_catalog, print_profile, resolved
 from rig.state import STATE_DIR, read_all, utc_now
 from rig.status import print_status, status_rows
+from rig.version import version_line
 
 EXIT_INVALID = 2
 # Optional command modules, one per part: each exposes add_commands(commands: Commands).
 # Missing ones (a part not built yet) are skipped, so the CLI lists only what works.
-EXTENSIONS = ("rig.aws_cli", "rig.azure_cli", "rig.plan", "rig.provision")
+EXTENSIONS = ("rig.aws_cli", "rig.azure_cli", "rig.plan", "rig.provision", "rig.models")
+
+# Which pyproject extra brings which importable module (see [project.optional-dependencies]).
+EXTRA_OF_MODULE = {
+    "boto3": "aws",
+    "botocore": "aws",
+    "aws_cdk": "aws",
+    "cdk_nag": "aws",
+    "constructs": "aws",
+    "jsii": "aws",
+    "pulumi": "azure",
+    "pulumi_azure_native": "azure",
+    "ansible": "provision",
+    "ansible_collections": "provision",
+}
+# What a command needs beyond the base install. A deploy provisions the VM once SSH answers,
+# so it needs Ansible too: refusing up front beats a VM that bills but never gets Ollama.
+# `destroy azure` needs no extra (it falls back to ARM), so that no one is kept from deleting.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "deploy aws": ("boto3", "aws_cdk", "cdk_nag", "constructs", "ansible"),
+    "destroy aws": ("boto3", "aws_cdk", "cdk_nag", "constructs"),
+    "synth-aws": ("aws_cdk", "cdk_nag", "constructs"),
+    "deploy azure": ("pulumi", "pulumi_azure_native", "ansible"),
+    "provision": ("ansible",),
+}
+# The lean setup target per extra set (Makefile), named in the message.
+SETUP_TARGET = {"aws": "setup-aws", "azure": "setup-azure", "provision": "setup-provision"}
+# Commands an extension registers, so they still show (and explain) when its import fails for
+# a missing extra: module -> [(group, name, help)], group "top" | "deploy" | "destroy".
+EXTENSION_COMMANDS: dict[str, list[tuple[str, str, str]]] = {
+    "rig.aws_cli": [
+        ("deploy", "aws", "spot GPU VM(s) on AWS (needs the aws extra)"),
+        ("destroy", "aws", "destroy the AWS stacks, verified (needs the aws extra)"),
+        ("top", "synth-aws", "synthesize the CDK templates offline (needs the aws extra)"),
+    ],
+    "rig.azure_cli": [
+        ("deploy", "azure", "spot GPU VM(s) on Azure (needs the azure extra)"),
+        ("destroy", "azure", "destroy the Azure VMs, verified"),
+    ],
+    "rig.provision": [("top", "provision", "Ansible on deployed VMs (needs the provision extra)")],
+}
+
+
+class MissingExtra(CommandError):
+    """A command needs a pyproject extra that is not installed: one line with the fix."""
+
+    def __init__(self, command: str, modules: Sequence[str]):
+        extras = sorted({EXTRA_OF_MODULE.get(m.split(".")[0], m) for m in modules})
+        needed = sorted(set(extras) | _companions(command))
+        target = next(
+            (SETUP_TARGET[e] for e in ("aws", "azure", "provision") if e in needed), "setup"
+        )
+        super().__init__(
+            f"{command}: needs the {' and '.join(repr(e) for e in needed)} extra"
+            f"{'s' if len(needed) > 1 else ''} ({', '.join(modules)} not installed) — "
+            f"make {target}, or: {_pip()} install -e '.[{','.join(needed)}]'",
+            exit_code=EXIT_INVALID,
+        )
+
+
+def _companions(command: str) -> set[str]:
+    return {EXTRA_OF_MODULE[m] for m in NEEDS.get(command, ())}
+
+
+def _pip() -> str:
+    venv_python = Path(sys.prefix) / "bin" / "python"
+    return f"{venv_python if venv_python.exists() else 'python'} -m pip"
+
+
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    out = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found and not (name == "ansible" and shutil.which("ansible-playbook")):
+            out.append(name)
+    return out
+
+
+def _aws_unused(args: argparse.Namespace) -> bool:
+    profile = load_profile(args.config, load_catalog())
+    recorded = [s for s in read_all(args.state_dir) if s.cloud == "aws"]
+    return not profile.aws.enabled and not recorded
+
+
+def command_key(args: argparse.Namespace) -> str:
+    cloud = getattr(args, "cloud", None)
+    return f"{args.command} {cloud}" if cloud else str(args.command)
 
 
 @dataclass
@@ -34,11 +127,17 @@ class Commands:
     destroy: argparse._SubParsersAction  # type: ignore[type-arg]  # python -m rig destroy <cloud>
 
 
+def _prog() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m rig" if name in ("", "__main__.py", "-c") else name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m rig",
+        prog=_prog(),
         description="gpu-rehearsal: rehearse a local-LLM PC on cloud GPUs before buying it.",
     )
+    parser.add_argument("--version", action="version", version=version_line(_prog()))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate the profile and print it resolved")
     check.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
@@ -75,11 +174,29 @@ def _parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if exc.name == name:
+                continue  # a part not built yet
+            if (exc.name or "").split(".")[0] not in EXTRA_OF_MODULE:
                 raise  # a real import error inside a part that exists
+            _placeholders(commands, name, exc.name or "")
             continue
         module.add_commands(commands)
     return parser
+
+
+def _placeholders(commands: Commands, module: str, missing: str) -> None:
+    """The commands of a part whose extra is missing: listed, and each says what to install."""
+    for group, name, help_text in EXTENSION_COMMANDS.get(module, []):
+        sub = getattr(commands, group).add_parser(name, help=help_text)
+        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        sub.set_defaults(func=_needs_extra(f"{group} {name}" if group != "top" else name, missing))
+
+
+def _needs_extra(command: str, missing: str) -> Callable[[argparse.Namespace, Console], int]:
+    def handler(args: argparse.Namespace, console: Console) -> int:
+        raise MissingExtra(command, [missing])
+
+    return handler
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
@@ -137,7 +254,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        return int(args.func(args, console))
+        key = command_key(args)
+        absent = missing_modules(NEEDS.get(key, ()))
+        if absent and key == "destroy aws" and _aws_unused(args):
+            # `make destroy` runs both clouds: an Azure-only lean setup has no AWS extra.
+            console.print("aws.enabled = false and no AWS state in .state/: AWS part skipped")
+            return 0
+        if absent:
+            raise MissingExtra(key, absent)
+        try:
+            return int(args.func(args, console))
+        except ModuleNotFoundError as exc:
+            # An extra's module imported deep inside a command (e.g. boto3 for a live status).
+            if (exc.name or "").split(".")[0] not in EXTRA_OF_MODULE:
+                raise
+            raise MissingExtra(key, [exc.name or ""]) from None
     except ProfileError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)

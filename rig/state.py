@@ -3,6 +3,11 @@ by `make status`, provisioning (the Ansible inventory) and the bench (bench/targ
 
 Never committed (.gitignore). Files are written atomically with mode 0600: they name hosts and
 key paths. Keys and generated secrets live beside them under .state/.
+
+Every reader goes through `load` (one file) or `read_all` (the folder): a file this version
+cannot use — empty, not JSON, missing or mistyped fields, a newer `schema`, a name that does
+not match the file — raises `CommandError` with one line naming the file, what is wrong and the
+fix, so no command that reads state ends in a traceback.
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from rig.problems import CommandError
+
 STATE_DIR = Path(".state")
+# Bump when a field is added, removed or changes meaning; readers refuse newer files. Files
+# written before the field existed have the same shape as schema 1 and carry no `schema` key.
+SCHEMA = 1
 
 
 @dataclass
 class Price:
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     usd_per_hour: float
     kind: Literal["spot", "on-demand"]
     source: str  # e.g. "describe_spot_price_history", "azure retail prices API", a catalog key
@@ -29,6 +43,8 @@ class Price:
 @dataclass
 class VmState:
     """What a deploy leaves behind for everything after it. `name` is the bench target name."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     name: str  # "<cloud>-<type>", e.g. "aws-g4dn.2xlarge", "azure-Standard_NC8as_T4_v3"
     cloud: Literal["aws", "azure"]
@@ -45,15 +61,24 @@ class VmState:
     ids: dict[str, str] = field(default_factory=dict)  # instance id, stack name, VM id, ...
     provisioned: bool = False  # set once Ansible converged (driver, Ollama, models, watchdog)
     extra: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA  # the state file format version (see SCHEMA)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VmState:
-        data = dict(data)
-        data["price"] = Price(**data["price"])
-        return cls(**data)
+        return _ADAPTER.validate_python(data)
+
+
+_ADAPTER = TypeAdapter(VmState)
+
+
+class StateError(CommandError):
+    """A state file this version cannot use; exit 2 like any other invalid input."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)
 
 
 def utc_now() -> dt.datetime:
@@ -79,14 +104,88 @@ def write(state: VmState, state_dir: Path = STATE_DIR) -> Path:
     return path
 
 
+def _set_aside(path: Path) -> str:
+    return (
+        f"if that VM still exists, make destroy finds it by its tags; move the file out of the "
+        f"way (mv {path} {path.parent / ('_' + path.name + '.broken')}: names starting with _ "
+        "are ignored), then run the command again"
+    )
+
+
+def _why(exc: ValidationError) -> str:
+    missing, other = [], []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        if err["type"] == "missing":
+            missing.append(where)
+        elif err["type"] == "unexpected_keyword_argument":
+            other.append(f"{where} is not a state field")
+        else:
+            other.append(
+                f"{where}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r:.40})"
+            )
+    parts = other[:2]
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        parts.insert(0, f"missing {shown}")
+    return "; ".join(parts) + (f"; and {len(other) - 2} more" if len(other) > 2 else "")
+
+
+def load(path: Path) -> VmState:
+    """One state file, validated; CommandError (one line: file, problem, fix) if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: cannot be read ({exc}) — {_set_aside(path)}") from None
+    if not text.strip():
+        raise StateError(f"{path}: the state file is empty — {_set_aside(path)}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) — "
+            f"{_set_aside(path)}"
+        ) from None
+    if not isinstance(data, dict):
+        raise StateError(
+            f"{path}: holds a JSON {type(data).__name__}, not a state object — {_set_aside(path)}"
+        )
+    schema = data.get("schema", SCHEMA)
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
+        raise StateError(
+            f"{path}: written by a newer gpu-rehearsal (state schema {schema}; this one reads "
+            f"up to {SCHEMA}) — update this checkout (git pull, then make setup) and run the "
+            "command again; nothing was changed"
+        )
+    try:
+        state = VmState.from_json(data)
+    except ValidationError as exc:
+        raise StateError(
+            f"{path}: not a state file this version can use ({_why(exc)}) — {_set_aside(path)}"
+        ) from None
+    if state.schema < 1:
+        raise StateError(f"{path}: schema {state.schema} is not a version — {_set_aside(path)}")
+    if state.name != path.stem:
+        # remove() and the deploys find a VM's file by its name: a mismatch would lose track.
+        raise StateError(
+            f"{path}: records the VM {state.name!r} but is named {path.name!r} — rename it to "
+            f"{path_for(state.name, path.parent).name}, then run the command again"
+        )
+    return state
+
+
 def read_all(state_dir: Path = STATE_DIR) -> list[VmState]:
+    """Every VM recorded under state_dir (both clouds: callers filter by `cloud`).
+
+    Fails closed: a file that cannot be read raises CommandError rather than being skipped, so
+    status never reads "nothing deployed" and destroy never says "done" while a VM it could not
+    read about may still bill.
+    """
     if not state_dir.is_dir():
         return []
-    return [
-        VmState.from_json(json.loads(p.read_text(encoding="utf-8")))
-        for p in sorted(state_dir.glob("*.json"))
-        if not p.name.startswith("_")
-    ]
+    return [load(p) for p in sorted(state_dir.glob("*.json")) if not p.name.startswith("_")]
 
 
 def remove(name: str, state_dir: Path = STATE_DIR) -> None:

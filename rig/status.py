@@ -77,7 +77,16 @@ def status_rows(
     rows = []
     for s in states:
         row = file_row(s, now)
-        provider = _provider(s.cloud) if ask_cloud else None
+        try:
+            provider = _provider(s.cloud) if ask_cloud else None
+        except ModuleNotFoundError as exc:
+            # The cloud's extra is not installed here (a lean setup): say so, keep the others.
+            row["note"] = (
+                f"could not ask {s.cloud}: {exc.name} is not installed — "
+                f"make setup-{s.cloud} (or pip install -e '.[{s.cloud}]')"
+            )
+            rows.append(row)
+            continue
         if provider is None:
             row["note"] = "not asked: figures from the state file only (upper bound)"
         else:

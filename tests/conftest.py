@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -9,6 +10,9 @@ import pytest
 from chromium_driver import Chromium
 
 pytest_plugins = ["ci_no_skips", "pytester"]
+
+# The shipped catalog only: a developer's own rig.models.toml must not change what tests see.
+os.environ["RIG_MODELS"] = ""
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = (ROOT / "rig.toml").read_text(encoding="utf-8")

@@ -146,28 +146,29 @@ def test_target_parsing_errors_name_the_fix():
 
 
 def test_state_file_becomes_a_tunnelled_target(tmp_path):
-    path = tmp_path / "aws-g4dn.2xlarge.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": "aws-g4dn.2xlarge",
-                "cloud": "aws",
-                "region": "eu-west-1",
-                "instance_type": "g4dn.2xlarge",
-                "host": "203.0.113.10",
-                "ssh_user": "ubuntu",
-                "ssh_key": ".state/id_ed25519",
-                "gpu": "t4",
-                "spot": True,
-                "price": {"usd_per_hour": 0.31, "source": "describe_spot_price_history"},
-            }
-        )
+    from rig import state
+
+    # Written by rig.state.write, the deploys' own writer, so the bench reads what they write.
+    vm = state.VmState(
+        name="aws-g4dn.2xlarge",
+        cloud="aws",
+        region="eu-west-1",
+        instance_type="g4dn.2xlarge",
+        gpu="t4",
+        host="203.0.113.10",
+        ssh_user="ubuntu",
+        ssh_key=".state/id_ed25519",
+        spot=True,
+        price=state.Price(0.31, "spot", "describe_spot_price_history", "2026-11-28T10:00:00+00:00"),
+        deployed_at="2026-11-28T10:00:00+00:00",
+        deadline="2026-11-28T14:00:00+00:00",
     )
+    path = state.write(vm, tmp_path)
     spec = from_state_file(path)
     assert spec.info.gpu == "t4" and spec.info.usd_per_hour == 0.31 and spec.remote.user == "ubuntu"
     assert spec.remote.ssh_argv()[-1] == "ubuntu@203.0.113.10"
     path.write_text("{}")
-    with pytest.raises(TargetError, match="not a usable state file"):
+    with pytest.raises(TargetError, match=r"not a state file this version can use.*missing name"):
         from_state_file(path)
 
 

@@ -6,10 +6,13 @@ returns an immutable view. Every number names a source from sources.toml (see `C
 
 from __future__ import annotations
 
+import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from rig.catalog.schema import (
     AzurePrices,
@@ -27,8 +30,19 @@ from rig.catalog.schema import (
 )
 
 DATA_DIR = Path(__file__).parent
+# The user's own models (`rig models add` writes them): beside rig.toml, kept out of git, so an
+# upgrade (git pull, a new release) never overwrites them. RIG_MODELS names another file; an
+# empty RIG_MODELS means none (the test suite sets that, to see only the shipped catalog).
+USER_MODELS = "rig.models.toml"
 
-__all__ = ["Catalog", "CatalogError", "load_catalog"]
+__all__ = ["Catalog", "CatalogError", "load_catalog", "user_models_path"]
+
+
+def user_models_path() -> Path | None:
+    value = os.environ.get("RIG_MODELS")
+    if value is None:
+        return Path(USER_MODELS)
+    return Path(value) if value else None
 
 
 class CatalogError(Exception):
@@ -48,6 +62,7 @@ class Catalog:
     unavailable: dict[str, Unavailable]
     calibration: list[CalibrationPoint]
     azure_prices: AzurePrices  # OS disk tiers and public IPv4 (what bills besides compute)
+    user_models: frozenset[str] = field(default_factory=frozenset)  # tags from the user's file
 
     def instances_of(self, cloud: Cloud) -> list[Instance]:
         return [i for i in self.instances.values() if i.cloud == cloud]
@@ -113,6 +128,44 @@ def _check(cat: Catalog) -> None:
         raise CatalogError("catalog data is inconsistent: " + "; ".join(problems))
 
 
+def read_user_models(path: Path) -> tuple[dict[str, Source], dict[str, Model]]:
+    """The user's models file; ProfileError (one line per problem, naming the entry) if bad."""
+    from rig.problems import Problem, ProfileError, path_of
+
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(
+            str(path), [Problem("", f"is not valid TOML ({exc}) — fix the line named there")]
+        ) from None
+    problems: list[Problem] = []
+    sources: dict[str, Source] = {}
+    models: dict[str, Model] = {}
+    unknown = set(doc) - {"sources", "models"}
+    problems += [
+        Problem(key, 'is not a section of a models file — use [models."TAG"] and [sources.KEY]')
+        for key in sorted(unknown)
+    ]
+    for kind, table, cls, key_field in (
+        ("sources", sources, Source, "key"),
+        ("models", models, Model, "tag"),
+    ):
+        for key, entry in (doc.get(kind) or {}).items():
+            try:
+                table[key] = cls(**{key_field: key, **entry})
+            except (ValidationError, TypeError) as exc:
+                errors = exc.errors() if isinstance(exc, ValidationError) else []
+                for err in errors[:3] or [{"loc": (), "msg": str(exc)}]:
+                    where = path_of((kind, key, *err["loc"]))
+                    problems.append(
+                        Problem(where, f"{err['msg']} — fix it, or run rig models add again")
+                    )
+    if problems:
+        raise ProfileError(str(path), problems)
+    return sources, models
+
+
 @cache
 def load_catalog() -> Catalog:
     sources = {k: Source(key=k, **v) for k, v in _read("sources.toml").items()}
@@ -144,4 +197,33 @@ def load_catalog() -> Catalog:
         azure_prices=AzurePrices(**_read("azure_prices.toml")),
     )
     _check(cat)
+    user = user_models_path()
+    if user is not None and user.is_file():
+        sources, models = read_user_models(user)
+        # The user's entry for a tag wins: it describes the very file they run.
+        cat = Catalog(
+            **{
+                **cat.__dict__,
+                "sources": {**cat.sources, **sources},
+                "models": {**cat.models, **models},
+                "unavailable": {k: v for k, v in cat.unavailable.items() if k not in models},
+                "user_models": frozenset(models),
+            }
+        )
+        missing = {m.source for m in models.values()} | {
+            s for m in models.values() for s in m.field_sources.values()
+        }
+        missing -= set(cat.sources)
+        if missing:
+            from rig.problems import Problem, ProfileError
+
+            raise ProfileError(
+                str(user),
+                [
+                    Problem(f"models.{tag}.source", f"{m.source!r} is not a known source")
+                    for tag, m in models.items()
+                    if m.source in missing
+                ]
+                or [Problem("", f"unknown sources {sorted(missing)} — add them under [sources]")],
+            )
     return cat
