@@ -291,7 +291,8 @@ def render_file(sources: dict[str, dict[str, Any]], models: dict[str, dict[str, 
         out.append("")
     for tag, entry in models.items():
         out.append(f"[models.{json.dumps(tag)}]")
-        out += [f"{k} = {_toml(v)}" for k, v in entry.items()]
+        # TOML has no null: an unset optional field (e.g. active_parameters_b) is left out.
+        out += [f"{k} = {_toml(v)}" for k, v in entry.items() if v is not None]
         out.append("")
     return "\n".join(out)
 
