@@ -249,6 +249,16 @@ def test_ubuntus_apparmor_refusal_is_recognised_and_explained(tmp_path, monkeypa
     assert "user namespaces are refused here" in result.note and "README" in result.note
 
 
+def test_a_sandbox_that_fails_to_start_does_not_judge_the_answer(isolated, monkeypatch):
+    """bwrap failing at run time (here: an interpreter that is gone) is not a wrong answer."""
+    broken = isolation.Sandbox(isolated.bwrap, "/nonexistent/python3", (), isolated.run_as)
+    monkeypatch.setattr(sandbox, "availability", lambda: sandbox.Availability(broken))
+    case = CODE_CASES[0]
+    result = sandbox.check_function(case["reference"], case["function"], case["test"])
+    assert result.skipped and not result.ok
+    assert result.note.startswith("skipped: the sandbox did not start: bwrap: execvp")
+
+
 def test_a_skipped_check_is_in_the_results_row(no_bwrap_on_path, tmp_path):
     answer = "```python\n" + CODE_CASES[0]["reference"] + "```"
     rows = _bench_code_workload(tmp_path, answer)

@@ -85,11 +85,19 @@ def _run(code: str, function: str | None, test: str | None, timeout_s: float) ->
             timeout_s=timeout_s,
             output_cap=OUTPUT_BYTES,
         )
-    except (OSError, ValueError) as exc:
-        return SandboxResult(False, None, "", f"the sandbox could not start: {exc}")
+    except ValueError as exc:  # the answer is too large to hand over
+        return SandboxResult(False, None, "", str(exc))
+    except OSError as exc:
+        return SandboxResult(False, None, "", f"skipped: the sandbox could not start: {exc}", True)
     lines = done.result.decode("utf-8", "replace").splitlines()
     if done.returncode == 0 and f"PASS {nonce}" in lines:
         return SandboxResult(True, 0, _tail(done.output))
+    if "RUN" not in lines:  # bwrap or the harness failed before the answer ran: not judged
+        why = _tail(done.output).splitlines()[-1:] or [f"exit status {done.returncode}"]
+        if done.timed_out:
+            why = [f"timed out after {timeout_s:g} s"]
+        note = f"skipped: the sandbox did not start: {why[0]}"[:300]
+        return SandboxResult(False, done.returncode, _tail(done.output), note, True)
     if done.timed_out:
         note = f"timed out after {timeout_s:g} s"
     elif done.overflowed:

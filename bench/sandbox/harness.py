@@ -6,9 +6,11 @@ the fd of the result pipe.
 
 1. Read the job (JSON: code, function, test, nonce, limits) to EOF and close the pipe, so
    nothing the answer can open still holds it.
-2. Lower the resource limits (hard and soft). RLIMIT_NPROC is set here, inside bubblewrap's
-   fresh user namespace, because since Linux 5.14 the kernel counts it per user namespace: the
-   limit then caps this sandbox's tasks, not every process the bench's user has on the host.
+2. Lower the resource limits (hard and soft), then write "RUN" to the result pipe (the sandbox
+   is up; a check that never got here is not judged). RLIMIT_NPROC is set here, inside
+   bubblewrap's fresh user namespace, because since Linux 5.14 the kernel counts it per user
+   namespace: the limit then caps this sandbox's tasks, not every process the bench's user has
+   on the host.
 3. Run the answer as module `answer` (so an `if __name__ == "__main__":` block stays off),
    check that it defines the named function, run the test's asserts in the same namespace.
 4. Only then write "PASS <nonce>" to the result pipe and leave with os._exit(0) (no atexit
@@ -66,6 +68,7 @@ def main():
     for name, value in job["limits"].items():
         limit = getattr(resource, name)
         resource.setrlimit(limit, (value, value))
+    os.write(result_fd, b"RUN\n")  # the sandbox is up: what follows is the answer's doing
     namespace = {"__name__": "answer", "__builtins__": builtins}
     _run("the answer", job["code"], "<answer>", namespace, result_fd)
     function = job.get("function")

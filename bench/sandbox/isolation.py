@@ -223,7 +223,13 @@ def _find(bwrap: str) -> Availability:
             tried.append(why)
     ran = [t for t in tried if t.startswith(("bwrap failed", "the process limit"))]
     reason = (ran or tried or ["no Python interpreter found for the sandbox"])[0]
-    if "namespace" in reason or "uid map" in reason:
+    if "Can't find source path" in reason and f"uid {NOBODY}" in reason:
+        reason += (
+            f" (the sandbox runs as uid {NOBODY} when the bench runs as root, and needs a Python"
+            " it can read: install one outside private home directories, e.g. apt-get install"
+            " python3)"
+        )
+    elif "namespace" in reason or "uid map" in reason:
         # Ubuntu 23.10+ prints "bwrap: setting up uid map: Permission denied" (AppArmor)
         reason += (
             " (unprivileged user namespaces are refused here, as Ubuntu 24.04's AppArmor policy"
