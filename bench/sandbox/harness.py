@@ -82,4 +82,5 @@ def main():
     os._exit(0)
 
 
-main()
+if __name__ == "__main__":  # `python -c` runs it as __main__; importing it does nothing
+    main()
