@@ -275,6 +275,16 @@ def test_ubuntus_apparmor_refusal_is_recognised_and_explained(tmp_path, monkeypa
     assert "user namespaces are refused here" in result.note and "README" in result.note
 
 
+def test_the_whole_reason_for_a_skip_is_kept(monkeypatch):
+    """The reasons carry their fix at the end (isolation._find's hints): never cut it off."""
+    reason = "bwrap failed as uid 65534 with /root/.pyenv/versions/3.11.7/bin/python3.11: " + (
+        "x" * 200 + " (the sandbox runs as uid 65534 ... e.g. apt-get install python3)"
+    )
+    monkeypatch.setattr(sandbox, "availability", lambda: sandbox.Availability(None, reason))
+    result = sandbox.check_function("def f():\n    return 1\n", "f", "assert f() == 1")
+    assert result.skipped and result.note == f"skipped: no isolation — {reason}"
+
+
 def test_a_sandbox_that_fails_to_start_does_not_judge_the_answer(isolated, monkeypatch):
     """bwrap failing at run time (here: an interpreter that is gone) is not a wrong answer."""
     broken = isolation.Sandbox(isolated.bwrap, "/nonexistent/python3", (), isolated.run_as)
@@ -832,35 +842,40 @@ def test_an_older_bubblewrap_still_isolates(isolated, monkeypatch):
 
 
 def test_a_python_installed_in_home_does_not_show_home(isolated, monkeypatch):
-    """A Python built with --prefix=$HOME: binding its prefix would bind all of $HOME (the
-    decoy key with it); only the executable and $HOME/lib are bound."""
+    """A Python built with --prefix=$HOME: binding its prefix (as the first version did) binds
+    all of $HOME, the decoy key with it; only the executable and $HOME/lib are bound. (Under
+    /var/tmp: the sandbox's own /tmp would hide a bind under /tmp.)"""
     token = os.urandom(8).hex()
-    with tempfile.TemporaryDirectory(dir="/tmp") as where:
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as where:
         home = Path(where)
         home.chmod(0o755)
         (home / ".ssh").mkdir()
-        (home / ".ssh" / "id_ed25519").write_text(f"DECOY-{token}\n")
-        (home / ".ssh" / "id_ed25519").chmod(0o644)
+        key = home / ".ssh" / "id_ed25519"
+        key.write_text(f"DECOY-{token}\n")
+        key.chmod(0o644)
         (home / "bin").mkdir()
         python = home / "bin" / "python3"
         shutil.copy2(os.path.realpath(isolated.python), python)
+        stdlib = Path(
+            subprocess.run(
+                [str(python), "-I", "-S", "-c", "import os; print(os.path.dirname(os.__file__))"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+        )  # fmt: skip
         (home / "lib").mkdir()
-        stdlib = next(Path("/usr/lib").glob(f"python3.{sys.version_info[1]}"), None) or next(
-            p for p in sorted(Path("/usr/lib").glob("python3.*")) if (p / "os.py").exists()
-        )
         (home / "lib" / stdlib.name).symlink_to(stdlib)
         monkeypatch.setenv("HOME", str(home))
         binds = isolation.binds_for(str(python), str(home), None)
         assert binds == (str(python), str(home / "lib"))
         assert isolation.exposes_home(str(home)) and isolation.exposes_home("/")
+        assert not isolation.exposes_home(str(home / "lib"))
         mine = isolation.Sandbox(isolated.bwrap, str(python), binds, isolated.run_as)
         monkeypatch.setattr(sandbox, "availability", lambda: sandbox.Availability(mine))
         result = sandbox.run_python(
-            "import sys\nprint(sys.executable)\n"
-            f"print(open({str(home / '.ssh' / 'id_ed25519')!r}).read())\n"
+            f"import sys\nprint('RAN', sys.executable)\nprint(open({str(key)!r}).read())\n"
         )
-    assert str(python) in result.output  # it ran that interpreter
-    assert "No such file or directory" in result.output and token not in result.output
+    assert f"RAN {python}" in result.output, result  # that interpreter ran, from $HOME
+    assert "FileNotFoundError" in result.output and token not in result.output
 
 
 def test_a_uid_without_a_passwd_entry_works_as_well_as_nobody(isolated):

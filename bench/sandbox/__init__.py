@@ -73,15 +73,15 @@ def _tail(data: bytes) -> str:
     return "\n".join(text.strip().splitlines()[-TAIL_LINES:])[-TAIL_CHARS:]
 
 
-def _printable(text: str) -> str:
+def _printable(text: str, limit: int = 300) -> str:
     """One line without control characters: a note is model-chosen text that ends up in
     results.jsonl and on the terminal, where an escape sequence would act."""
     text = " ".join(text.split())
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:300]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:limit]
 
 
-def _skipped(why: str) -> SandboxResult:
-    return SandboxResult(False, None, "", _printable(f"skipped: {why}"), True)
+def _skipped(why: str) -> SandboxResult:  # the whole reason, with its hint for the user
+    return SandboxResult(False, None, "", _printable(f"skipped: {why}", 1000), True)
 
 
 def _not_started(done: spawn.Finished, timeout_s: float) -> SandboxResult:
