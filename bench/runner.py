@@ -258,6 +258,7 @@ class Runner:
                 gpu_util_pct=gpu.gpu_util_pct,
                 power_w=gpu.power_w,
                 correct=verdict.correct,
+                judge_note=verdict.note,
                 ja_share=verdict.ja_share,
                 answer_chars=len(stream.text),
                 started_at=started,

@@ -43,6 +43,7 @@ class RequestResult:
     gpu_util_pct: float | None = None
     power_w: float | None = None
     correct: bool | None = None  # long-context: the planted fact found; code: tests passed
+    judge_note: str | None = None  # code: why the check failed or was not run
     ja_share: float | None = None  # chat-ja: share of letters in kana/kanji
     answer_chars: int | None = None
     started_at: str = ""  # ISO 8601 UTC

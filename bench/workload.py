@@ -41,6 +41,7 @@ class Request:
 class Verdict:
     correct: bool | None = None
     ja_share: float | None = None
+    note: str | None = None  # why a code answer failed, or why it was not judged
 
 
 @cache
@@ -122,6 +123,11 @@ def requests(name: str, quick: bool = False, max_ctx: int | None = None) -> list
         else:
             prompt = case["prompt"]
             judge = {k: case[k] for k in ("function", "test") if k in case}
+            if "test" in case and not case.get("function"):
+                raise ValueError(
+                    f"workload {name}: case {case['id']!r}: `test` needs `function`, the name "
+                    'of the function its asserts check (e.g. function = "is_palindrome")'
+                )
         if quick:
             num_predict = min(num_predict, 64)
         out.append(
@@ -164,6 +170,14 @@ def judge(request: Request, answer: str) -> Verdict:
     if "answer" in request.judge:
         return Verdict(correct=request.judge["answer"] in answer)
     if "test" in request.judge:
-        result = sandbox.run_python(extract_code(answer) + "\n" + request.judge["test"])
-        return Verdict(correct=result.ok)
+        return judge_code(extract_code(answer), request.judge["function"], request.judge["test"])
     return Verdict()
+
+
+def judge_code(code: str, function: str, test: str) -> Verdict:
+    """Run the answer's `function` against the case's asserts inside the sandbox. Correct only
+    when the asserts passed; not judged (None, with the reason) where no isolation exists."""
+    result = sandbox.check_function(code, function, test)
+    if result.skipped:
+        return Verdict(correct=None, note=f"code check {result.note}")
+    return Verdict(correct=result.ok, note=result.note)
