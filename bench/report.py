@@ -130,7 +130,7 @@ TEXT: dict[str, dict[str, str]] = {
         "chart_share": "Share of the model on the GPU",
         "axis_tok_s": "tokens / s",
         "axis_prompt": "prompt tokens",
-        "axis_ttft": "TTFT (s)",
+        "axis_ttft": "TTFT (s, server-side where reported)",
         "axis_share": "share on GPU (%)",
         "backtest": "Back-test (hold out each published point, predict it from the others):",
         "no_price": "no hourly price",
@@ -224,7 +224,7 @@ TEXT: dict[str, dict[str, str]] = {
         "chart_share": "GPU に載ったモデルの割合",
         "axis_tok_s": "トークン / 秒",
         "axis_prompt": "プロンプトのトークン数",
-        "axis_ttft": "TTFT（秒）",
+        "axis_ttft": "TTFT（秒、サーバー計測があればその値）",
         "axis_share": "GPU 上の割合（%）",
         "backtest": "バックテスト（公開値を 1 つずつ除き、残りから予測）：",
         "no_price": "時間単価なし",
@@ -320,6 +320,14 @@ class Stat:
     n: int
     mean: float
     sd: float
+
+
+def prefill_ttft(r: RequestResult) -> float | None:
+    """TTFT for the prefill figures: the server's own (load + prefill, no tunnel in it) where it
+    reports one, else the client's; None when the prefill came from the server's cache."""
+    if r.prefill_cold is False:
+        return None
+    return r.server_ttft_s if r.server_ttft_s is not None else r.ttft_s
 
 
 def stat(values: Iterable[float | None]) -> Stat | None:
@@ -501,14 +509,14 @@ def sec_speed(c: Ctx) -> Section:
             rows.append([
                 c.label(name), fmt_stat(stat(r.decode_tok_s for r in rs)),
                 fmt_stat(stat(r.prompt_tok_s for r in rs), 0),
-                fmt_stat(stat(r.ttft_s for r in rs), 2), str(len(rs)),
+                fmt_stat(stat(prefill_ttft(r) for r in rs), 2), str(len(rs)),
             ])  # fmt: skip
         for card in c.planned:
             for src in c.gpu_targets():
                 p = c.projections.get((model, src, card))
                 if p is None:
                     continue
-                ttft = stat(r.ttft_s for r in c.rows(model, src, speed_only=True))
+                ttft = stat(prefill_ttft(r) for r in c.rows(model, src, speed_only=True))
                 scale = None
                 if p.prompt_tok_s and ttft:
                     prompt = stat(r.prompt_tok_s for r in c.rows(model, src, speed_only=True))
@@ -646,7 +654,8 @@ def model_facts(c: Ctx, model: str) -> ModelFacts:
         judged = [r.correct for r in rows if r.workload == workload and r.correct is not None]
         return sum(judged) / len(judged) if judged else None
 
-    ja = stat(r.ja_share for r in rows if r.workload == "chat-ja")
+    # An answer not judged Japanese (no kana: e.g. Chinese) counts 0, however many ideographs.
+    ja = stat(0.0 if r.correct is False else r.ja_share for r in rows if r.workload == "chat-ja")
     return ModelFacts(
         model, cats, extra, f.verdict if f else "—", {k: c.pc_decode(model, k) for k in c.planned},
         ja.mean if ja else None, share_true("code"), share_true("long-context"),
@@ -706,7 +715,8 @@ def sec_quality(c: Ctx) -> Section:
                 if r.correct is not None:
                     by_case[r.case].append(r.correct)
             cases = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_case.items()))
-            ja = stat(r.ja_share for r in rs if r.workload == "chat-ja")
+            ja = stat(0.0 if r.correct is False else r.ja_share
+                      for r in rs if r.workload == "chat-ja")  # fmt: skip
             if rs and (cases or ja):
                 rows.append([model, c.label(name), cases or "—", pct(ja.mean if ja else None)])
     headers = [c.t("model"), c.t("target"), f"long-context {c.t('correct')}", c.t("ja_share")]
@@ -799,8 +809,9 @@ def sec_charts(c: Ctx) -> Section:
                 ))  # fmt: skip
     decode = charts.grouped_bars(models, series, c.t("chart_decode"), c.t("axis_tok_s"), c.lang)
     ttft_points = {
-        c.label(n): [(r.prompt_tokens, r.ttft_s) for r in c.run.ok
-                     if r.target == n and r.prompt_tokens is not None and r.ttft_s is not None]
+        c.label(n): [(r.prompt_tokens, t) for r in c.run.ok
+                     if r.target == n and r.prompt_tokens is not None
+                     and (t := prefill_ttft(r)) is not None]
         for n in c.run.target_names()
     }  # fmt: skip
     ttft = charts.scatter(

@@ -1,12 +1,16 @@
 """TEST FIXTURE: a loopback stand-in for Ollama's HTTP API, serving the payloads documented in
 ollama/ollama docs/api.md (the examples are copied field for field), so the real `ollama`
-backend is exercised against the documented contract. Not an Ollama implementation."""
+backend is exercised against the documented contract, and reusing cached prompt prefixes the
+way Ollama's runner does (see FakeOllama). Not an Ollama implementation."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -84,18 +88,92 @@ DOC_TAGS_ENTRY = {
 }
 
 
-class FakeOllama:
-    """Serves on 127.0.0.1:<free port>. `models` are present; `pullable` can be pulled."""
+# The chat template the stand-in renders messages with (Gemma's, as Ollama's gemma models use):
+# its opening tokens are the same for every prompt, so they are the most any nonce'd prompt can
+# share with the one before it.
+TEMPLATE_OPEN = ["<bos>", "<start_of_turn>", "user", "\n"]
+TEMPLATE_CLOSE = ["<end_of_turn>", "\n", "<start_of_turn>", "model", "\n"]
+_WORDS = re.compile(r"\w+|[^\w\s]|\s+")
 
-    def __init__(self, tokens: list[str] | None = None, token_delay_s: float = 0.01):
+
+def tokenize(messages: list[dict[str, Any]]) -> list[str]:
+    """A deterministic stand-in tokenizer: words, punctuation and whitespace runs."""
+    out: list[str] = []
+    for m in messages:
+        out += TEMPLATE_OPEN if not out else ["<start_of_turn>", str(m.get("role")), "\n"]
+        out += _WORDS.findall(str(m.get("content", "")))
+        out += ["<end_of_turn>", "\n"]
+    return out[:-2] + TEMPLATE_CLOSE
+
+
+def common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Prefill:
+    """What the stand-in's runner did with one prompt."""
+
+    prompt_tokens: int
+    reused: int  # taken from the cached slot: not evaluated again
+
+    @property
+    def evaluated(self) -> int:
+        return self.prompt_tokens - self.reused
+
+
+class FakeOllama:
+    """Serves on 127.0.0.1:<free port>. `models` are present; `pullable` can be pulled.
+
+    Prefix caching as Ollama's runner does it (runner/ollamarunner/cache.go at v0.9.2,
+    LoadCacheSlot / findLongestCacheSlot / countCommonPrefix): the slot whose cached inputs share
+    the longest common prefix with the new prompt is reused, that prefix is not evaluated again
+    (all of it but the last token when the whole prompt matches: "leave one input to sample"),
+    and the slot then holds the prompt and the generated tokens. The final object reports
+    prompt_eval_count = the whole prompt and prompt_eval_duration = the time spent evaluating the
+    uncached part only (runner/ollamarunner/runner.go: PromptEvalCount: seq.numPromptInputs,
+    PromptEvalDuration: startGenerationTime - startProcessingTime), so a cached prompt shows an
+    inflated prompt rate, exactly as on the real server. Prefill takes `prefill_s_per_token` per
+    evaluated token, decode `token_delay_s` per token.
+
+    `faults` maps the n-th /api/chat request (1-based, warm-ups included) to a misbehaviour:
+    "malformed" (a line that is not JSON), "non-object" (a JSON array line), "bad-bytes" (a line
+    that is not UTF-8), "drop" (the connection closes mid-answer, the server stays up), "stall"
+    (the stream stops sending for `stall_s`), "hang" (no answer at all for `stall_s`, as a
+    server stuck before its first token).
+    """
+
+    def __init__(
+        self,
+        tokens: list[str] | None = None,
+        token_delay_s: float = 0.01,
+        prefill_s_per_token: float = 0.0002,
+        num_parallel: int = 1,
+    ):
         self.tokens = tokens or ["The", " sky", " is", " blue", "."]
+        self.thinking: list[str] = []  # streamed in message.thinking before the answer
         self.token_delay_s = token_delay_s
+        self.prefill_s_per_token = prefill_s_per_token
+        self.slots: list[list[str]] = [[] for _ in range(num_parallel)]
+        self.prefills: list[Prefill] = []
+        self.final_fields: dict[str, Any] | None = None  # replaces the computed timings
+        self.faults: dict[int, str] = {}
+        self.stall_s = 30.0
         self.models: set[str] = {"mistral:latest"}
         self.pullable: set[str] = {"llama3:8b"}
         self.partial_vram = False  # report part of the model on the CPU
         self.fail_mid_stream: str | None = None  # an error object after the first chunk
         self.requests: list[tuple[str, Any]] = []
+        self.chats = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -110,8 +188,53 @@ class FakeOllama:
         self.stop()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def _load_slot(self, prompt: list[str]) -> tuple[int, int]:
+        """(slot index, tokens reused): findLongestCacheSlot, then LoadCacheSlot's rules."""
+        with self._lock:
+            counts = [common_prefix(s, prompt) for s in self.slots]
+            slot = max(range(len(counts)), key=lambda i: counts[i])
+            reused = counts[slot]
+            if reused == len(prompt):
+                reused -= 1  # "Leave one input to sample so we can get a response"
+            self.slots[slot] = prompt[:reused]
+            self.prefills.append(Prefill(len(prompt), reused))
+            return slot, reused
+
+    def _chat_chunks(self, model: str, body: dict[str, Any], fault: str | None):
+        """Yields (object or raw bytes, seconds to wait before it)."""
+        prompt = tokenize(body.get("messages") or [])
+        slot, reused = self._load_slot(prompt)
+        prefill = (len(prompt) - reused) * self.prefill_s_per_token
+        out = [("thinking", t) for t in self.thinking] + [("content", t) for t in self.tokens]
+        for i, (kind, text) in enumerate(out):
+            message = {"role": "assistant", "content": "", "images": None}
+            message[kind] = text
+            yield (
+                {**DOC_CHAT_CHUNK, "model": model, "message": message},
+                (prefill if i == 0 else self.token_delay_s),
+            )
+            if i == 0 and self.fail_mid_stream:
+                yield {"error": self.fail_mid_stream}, 0.0
+                return
+            if i == 0 and fault is not None:
+                yield fault, 0.0
+                if fault in ("drop", "stall"):
+                    return
+        with self._lock:  # the slot now holds the prompt and what was generated from it
+            self.slots[slot] = prompt + [t for _, t in out][:-1]
+        timings = {
+            "prompt_eval_count": len(prompt),
+            "prompt_eval_duration": round(prefill * 1e9),
+            "eval_count": len(out),
+            "eval_duration": round(len(out) * self.token_delay_s * 1e9),
+            "total_duration": round((prefill + len(out) * self.token_delay_s) * 1e9),
+        }
+        final = {**DOC_CHAT_FINAL, **timings, **(self.final_fields or {}), "model": model}
+        yield final, self.token_delay_s
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -130,18 +253,53 @@ class FakeOllama:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, objects: list[dict[str, Any]], delay: float = 0.0) -> None:
+            def _start_stream(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+
+            def _chunk(self, line: bytes) -> None:
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+
+            def _stream(self, objects: list[dict[str, Any]], delay: float = 0.0) -> None:
+                self._start_stream()
                 for obj in objects:
-                    line = json.dumps(obj).encode() + b"\n"
-                    self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
-                    self.wfile.flush()
+                    self._chunk(json.dumps(obj).encode() + b"\n")
                     if delay:
                         time.sleep(delay)
                 self.wfile.write(b"0\r\n\r\n")
+
+            def _chat(self, model: str, body: dict[str, Any], fault: str | None) -> None:
+                if fault == "hang":  # accepted, then nothing at all (not even headers)
+                    fake._stopping.wait(fake.stall_s)
+                    self.close_connection = True
+                    return
+                self._start_stream()
+                try:
+                    for item, wait in fake._chat_chunks(model, body, fault or None):
+                        if wait:
+                            time.sleep(wait)
+                        if item == "malformed":
+                            self._chunk(b'{"model": "' + model.encode() + b'", "message": {\n')
+                        elif item == "non-object":
+                            self._chunk(b'["not", "an", "object"]\n')
+                        elif item == "bad-bytes":
+                            self._chunk(b'{"message": {"content": "\xff\xfe"}}\n')
+                        elif item == "drop":
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        elif item == "stall":
+                            fake._stopping.wait(fake.stall_s)
+                            self.close_connection = True
+                            return
+                        else:
+                            self._chunk(json.dumps(item).encode() + b"\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    self.close_connection = True  # the client gave up on this stream
 
             def do_GET(self) -> None:
                 fake.requests.append(("GET " + self.path, None))
@@ -179,21 +337,10 @@ class FakeOllama:
                             404, {"error": f"model '{model}' not found, try pulling it first"}
                         )
                         return
-                    chunks = []
-                    for i, token in enumerate(fake.tokens):
-                        chunks.append(
-                            {
-                                **DOC_CHAT_CHUNK,
-                                "model": model,
-                                "message": {"role": "assistant", "content": token, "images": None},
-                            }
-                        )
-                        if i == 0 and fake.fail_mid_stream:
-                            chunks.append({"error": fake.fail_mid_stream})
-                            break
-                    else:
-                        chunks.append({**DOC_CHAT_FINAL, "model": model})
-                    self._stream(chunks, fake.token_delay_s)
+                    with fake._lock:
+                        fake.chats += 1
+                        fault = fake.faults.get(fake.chats)
+                    self._chat(model, body, fault)
                 elif self.path == "/api/pull":
                     if model not in fake.pullable:
                         self._stream(

@@ -8,10 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-from fake_ollama import DOC_CHAT_FINAL, FakeOllama
+from fake_ollama import DOC_CHAT_FINAL, TEMPLATE_OPEN, FakeOllama
 
 from bench.backends import OllamaBackend
 from bench.http import RequestFailed, TargetLost
+from bench.metrics import measure
 from bench.runner import Plan, Runner, Target
 from bench.schema import RequestResult, TargetInfo
 from bench.store import RunStore
@@ -29,17 +30,45 @@ def chat_request():
 
 
 def test_chat_stream_reads_server_timings_in_nanoseconds(fake):
+    # The documented final object's timings, field for field (docs/api.md "Chat Request
+    # (Streaming)"): durations in nanoseconds.
+    fake.final_fields = {
+        k: DOC_CHAT_FINAL[k]
+        for k in ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+    }
     stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
     assert stream.text == "The sky is blue."
-    assert len(stream.token_times) == 5
+    assert len(stream.chunk_times) == 5 and stream.first_answer_at == stream.chunk_times[0]
     assert stream.output_tokens == 282 and stream.prompt_tokens == 26
-    assert math.isclose(stream.server_decode_tok_s, 282 / 4.535599)
-    assert math.isclose(stream.server_prompt_tok_s, 26 / 0.342546)
+    assert math.isclose(stream.decode_s, 4.535599) and math.isclose(stream.prefill_s, 0.342546)
     assert math.isclose(stream.load_s, 0.001334875)
+    m = measure(stream)
+    assert m.decode_source == "server"
+    assert math.isclose(m.decode_tok_s, 282 / 4.535599)  # eval_count / eval_duration
+    assert math.isclose(m.server_prompt_tok_s, 26 / 0.342546)
+    assert math.isclose(m.server_ttft_s, 0.342546 + 0.001334875)  # prefill + this load
+    assert m.prefill_cold is None  # Ollama does not say what it reused
     sent = fake.requests[-1][1]
     assert sent["stream"] is True and sent["options"]["temperature"] == 0.0
     assert sent["options"]["seed"] == 42 and sent["options"]["num_ctx"] == 4096
     assert sent["options"]["num_predict"] == 256
+
+
+def test_thinking_counts_for_ttft_and_decode_but_not_the_answer(fake):
+    """A thinking model streams message.thinking first (api/types.go Message.Thinking): TTFT is
+    to the first token of either kind, the answer's own TTFT is later, and the client's decode
+    rate counts thinking chunks too instead of mixing the server's count with answer chunks."""
+    fake.thinking = ["Rayleigh", " scattering", " explains", " it", "."]
+    stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
+    assert stream.thinking == "Rayleigh scattering explains it."
+    assert stream.text == "The sky is blue."
+    assert len(stream.chunk_times) == 10 and stream.output_tokens == 10
+    m = measure(stream)
+    assert m.answer_ttft_s > m.ttft_s + 4 * 0.01 * 0.9  # five thinking tokens 10 ms apart
+    assert m.client_decode_tok_s == pytest.approx(
+        9 / (stream.chunk_times[-1] - stream.chunk_times[0])
+    )
+    assert m.decode_tok_s == pytest.approx(10 / 0.1)  # the server's: eval_count / eval_duration
 
 
 def test_model_not_found_is_a_request_failure_with_the_server_message(fake):
@@ -104,9 +133,12 @@ def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tm
     failed = [x for x in lines if not x["ok"]]
     assert len(ok) == 2 and len(failed) == 2
     for line in ok:
-        assert line["server_decode_tok_s"] == pytest.approx(
-            DOC_CHAT_FINAL["eval_count"] / DOC_CHAT_FINAL["eval_duration"] * 1e9
-        )
+        # The stand-in generates 5 tokens 10 ms apart and reports eval_count 5 and
+        # eval_duration 50 ms: the server's rate is the primary decode figure.
+        assert line["server_decode_tok_s"] == pytest.approx(100)
+        assert line["decode_tok_s"] == line["server_decode_tok_s"]
+        assert line["decode_source"] == "server"
+        assert 40 < line["client_decode_tok_s"] < 110  # chunks over wall time, beside it
         assert line["size_bytes"] == line["size_vram_bytes"] == 5137025024
         assert line["ttft_s"] > 0 and line["decode_tok_s"] > 0 and line["e2e_s"] > 0
         assert line["itl_p50_ms"] >= 5  # the fixture spaces tokens 10 ms apart
@@ -150,3 +182,52 @@ def test_a_lost_target_gets_its_remaining_work_marked_failed(tmp_path):
     assert all(not r.ok and r.error.startswith("target lost") for r in results[2:])
     assert outcome.lost and outcome.measured == 2 and outcome.failed == 4
     assert isinstance(results[0], RequestResult)
+
+
+# -- prefix caching --------------------------------------------------------------------------
+
+
+def test_the_stand_in_serves_a_repeated_prompt_from_its_cache_as_ollama_does(fake):
+    """The control: without a nonce the second identical prompt is served from the cached
+    prefix (all but one token), prompt_eval_count still says the whole prompt, and the prompt
+    rate computed from it is inflated. This is what every measured row looked like before."""
+    backend = OllamaBackend(fake.url)
+    req = requests("long-context", quick=True)[0]
+    first = measure(backend.chat("mistral:latest", req))
+    again = measure(backend.chat("mistral:latest", req))
+    cold, warm = fake.prefills[-2:]
+    assert cold.reused == 0 and warm.reused == warm.prompt_tokens - 1
+    assert again.server_prompt_tok_s > 50 * first.server_prompt_tok_s
+    assert again.ttft_s < first.ttft_s / 5
+
+
+def test_every_measured_prefill_is_cold(fake, tmp_path):
+    """Warm-up and repetitions back to back, as a run sends them: each prompt opens with its
+    own nonce, so the stand-in's cache can only reuse the chat template's opening tokens, and
+    each row's prompt rate is the cold one (1 / prefill_s_per_token)."""
+    store = RunStore.create(tmp_path, "run")
+    info = TargetInfo(name="fake", url=fake.url, backend="ollama")
+    plan = Plan(["mistral:latest"], ["chat-en", "long-context"], 3, quick=True)
+    Runner(store, [Target(info, OllamaBackend(fake.url))], plan).run()
+    rows = store.results()
+    assert len(rows) == 6 and all(r.ok for r in rows)
+    chats = [body for path, body in fake.requests if path == "POST /api/chat"]
+    assert len(chats) == len(fake.prefills) == 2 + 6  # a warm-up per context size
+    for prefill in fake.prefills:
+        assert prefill.reused <= len(TEMPLATE_OPEN), prefill
+    nonces = [body["messages"][0]["content"].split("\n", 1)[0] for body in chats]
+    assert len(set(nonces)) == len(nonces)
+    assert len({n[0] for n in nonces}) == len(nonces)  # they differ from their first letter
+    cold_rate = 1 / fake.prefill_s_per_token
+    for r in rows:
+        assert r.nonce in nonces
+        # at most the template's opening tokens came from the cache
+        assert (
+            cold_rate
+            <= r.prompt_tok_s
+            <= cold_rate * r.prompt_tokens / (r.prompt_tokens - len(TEMPLATE_OPEN))
+        )
+        assert r.server_ttft_s == pytest.approx(r.prefill_s + 0.001334875)
+    long_rows = [r for r in rows if r.workload == "long-context"]
+    short_rows = [r for r in rows if r.workload == "chat-en"]
+    assert min(r.ttft_s for r in long_rows) > max(r.ttft_s for r in short_rows)

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from bench.backends.base import Loaded, PullProgress
+from bench.backends.base import Loaded, PullProgress, StreamLimits, count, malformed, number
 from bench.http import Client, RequestFailed, TargetLost
 from bench.metrics import Stream
 from bench.workload import Request
@@ -15,20 +15,22 @@ NS = 1e9  # Ollama reports durations in nanoseconds
 KEEP_ALIVE = "30m"  # keep the model loaded between a target's requests
 
 
-def _rate(count: int | None, duration_ns: int | None) -> float | None:
-    if not count or not duration_ns:
-        return None
-    return count / duration_ns * NS
+def _seconds(duration_ns: Any) -> float | None:
+    n = number(duration_ns)
+    return None if n is None else n / NS
 
 
 class OllamaBackend:
     name = "ollama"
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, limits: StreamLimits | None = None):
         self.base_url = base_url
         self.http = Client(base_url)
+        self.limits = limits or StreamLimits()
 
     def chat(self, model: str, request: Request) -> Stream:
+        """Stream /api/chat. Ollama cannot be told to skip its prefix cache: the runner puts a
+        distinct nonce at the start of every prompt instead (as Ollama's own cmd/bench does)."""
         payload = {
             "model": model,
             "messages": request.messages,
@@ -43,36 +45,73 @@ class OllamaBackend:
         }
         sent = time.perf_counter()
         times: list[float] = []
+        first_answer: float | None = None
         parts: list[str] = []
+        thoughts: list[str] = []
         final: dict[str, Any] | None = None
-        for line in self.http.lines("/api/chat", payload):
+        lines = self.http.lines(
+            "/api/chat",
+            payload,
+            idle_timeout_s=self.limits.idle_timeout_s,
+            deadline_s=self.limits.request_timeout_s,
+        )
+        for line in lines:
             now = time.perf_counter()
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise malformed(self.base_url, line, "not JSON") from None
+            if not isinstance(obj, dict):
+                raise malformed(self.base_url, line, "not an object")
             if "error" in obj:  # an error can arrive mid-stream, after HTTP 200
                 raise RequestFailed(f"ollama: {obj['error']}")
-            content = (obj.get("message") or {}).get("content") or ""
+            message = obj.get("message") or {}
+            content = message.get("content") if isinstance(message, dict) else None
+            # api/types.go Message.Thinking: the reasoning of thinking models, streamed apart
+            # from the answer (docs/api.md "thinking").
+            thinking = message.get("thinking") if isinstance(message, dict) else None
+            if not isinstance(message, dict) or not all(
+                isinstance(x, str | None) for x in (content, thinking)
+            ):
+                raise malformed(self.base_url, line, "message is not text")
+            if thinking:
+                thoughts.append(thinking)
             if content:
-                times.append(now)
                 parts.append(content)
+                first_answer = first_answer if first_answer is not None else now
+            if thinking or content:
+                times.append(now)
             if obj.get("done"):
                 final = obj
                 break
         done = time.perf_counter()
         if final is None:
             raise TargetLost(f"{self.base_url}: stream ended without its final object")
+        # The final object (docs/api.md): prompt_eval_count is the whole prompt even when the
+        # runner reused a cached prefix; prompt_eval_duration covers only what it evaluated
+        # (runner/ollamarunner/runner.go at v0.9.2: PromptEvalCount = numPromptInputs,
+        # PromptEvalDuration = startGenerationTime - startProcessingTime).
         return Stream(
             sent_at=sent,
-            token_times=times,
+            chunk_times=times,
             done_at=done,
             text="".join(parts),
-            prompt_tokens=final.get("prompt_eval_count"),
-            output_tokens=final.get("eval_count"),
-            server_decode_tok_s=_rate(final.get("eval_count"), final.get("eval_duration")),
-            server_prompt_tok_s=_rate(
-                final.get("prompt_eval_count"), final.get("prompt_eval_duration")
-            ),
-            load_s=(final["load_duration"] / NS) if final.get("load_duration") else None,
+            first_answer_at=first_answer,
+            thinking="".join(thoughts),
+            prompt_tokens=count(final.get("prompt_eval_count")),
+            prefill_s=_seconds(final.get("prompt_eval_duration")),
+            output_tokens=count(final.get("eval_count")),
+            decode_s=_seconds(final.get("eval_duration")),
+            load_s=_seconds(final.get("load_duration")),
         )
+
+    def ping(self) -> float | None:
+        start = time.perf_counter()
+        try:
+            self.http.json("GET", "/api/version", timeout_s=5)
+        except (TargetLost, RequestFailed):
+            return None
+        return time.perf_counter() - start
 
     def alive(self) -> bool:
         try:
@@ -101,7 +140,12 @@ class OllamaBackend:
         """Pull (resumable on the server side); chunks may lack `completed` at first."""
         last = ""
         for line in self.http.lines("/api/pull", {"model": model, "stream": True}):
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise malformed(self.base_url, line, "not JSON") from None
+            if not isinstance(obj, dict):
+                raise malformed(self.base_url, line, "not an object")
             if "error" in obj:
                 raise RequestFailed(f"ollama pull {model}: {obj['error']}")
             last = obj.get("status", "")
