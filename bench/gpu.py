@@ -139,9 +139,10 @@ class GpuSampler:
 
     def window(self, start: float, end: float, wait_s: float | None = None) -> GpuStats:
         """Stats over the samples taken between start and end (our clock). Waits up to wait_s
-        (default: two sampling intervals) for samples taken at or after `end` to arrive, so a
-        late line over SSH still counts."""
-        wait_s = 2 * self.interval_s + 0.5 if wait_s is None else wait_s
+        (default: one sampling interval and a little) for a sample taken at or after `end` to
+        arrive, so a line still on its way over SSH counts; the wait is bounded because each
+        request pays it."""
+        wait_s = self.interval_s + 0.25 if wait_s is None else wait_s
         deadline = time.monotonic() + wait_s
         with self._arrived:
             while not self._covers(end):

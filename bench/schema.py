@@ -135,5 +135,9 @@ class RunMeta:
     def from_json(cls, data: dict[str, Any]) -> RunMeta:
         known = {f.name for f in fields(cls)}
         meta = cls(**{k: v for k, v in data.items() if k in known and k != "targets"})
-        meta.targets = [TargetInfo(**t) for t in data.get("targets", [])]
+        target_keys = {f.name for f in fields(TargetInfo)}  # runs written by newer versions
+        meta.targets = [
+            TargetInfo(**{k: v for k, v in t.items() if k in target_keys})
+            for t in data.get("targets", [])
+        ]
         return meta

@@ -105,6 +105,26 @@ def test_a_request_that_never_answers_fails_at_the_request_deadline(fake, tmp_pa
     assert "no answer within the request deadline of 1 s (request_timeout_s)" in got[2]["error"]
 
 
+def test_a_stalled_warm_up_fails_its_context_size_only(fake, tmp_path):
+    fake.faults = {1: "stall"}  # chat-en's warm-up (num_ctx 4096); long-context's (2048) is fine
+    code = bench_run(
+        tmp_path,
+        "--target",
+        f"fake={fake.url}@ollama",
+        "--idle-timeout",
+        "0.5",
+        "--workloads",
+        "chat-en",
+        "long-context",
+    )
+    assert code == 1
+    got = rows(tmp_path)
+    assert [(r["workload"], r["ok"]) for r in got] == [("chat-en", False)] * 3 + [
+        ("long-context", True)
+    ] * 3
+    assert all(r["error"].startswith("warm-up failed") for r in got[:3])
+
+
 def test_a_stall_on_a_server_that_died_loses_the_target_with_every_row(tmp_path):
     fake = FakeOllama(token_delay_s=0.002)
     fake.thread.start()
@@ -261,7 +281,7 @@ def test_a_local_ollama_asks_when_someone_can_answer(local_fake, tmp_path, monke
 
 def test_make_bench_leaves_building_the_engine_to_the_demo():
     dry = subprocess.run(
-        ["make", "-n", "-W", "pyproject.toml", "bench"],
+        ["make", "-n", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,
