@@ -309,12 +309,12 @@ class Runner:
             return False
         end = target.sampler.mark() if target.sampler else 0.0  # the stream's end, not later
         m = measure(stream)
-        judge_error = None
+        judge_note = None
         try:
             verdict = judge(work.request, stream.text)
         except Exception as exc:  # e.g. undecodable sandbox output: the measurement stands
             verdict = Verdict()
-            judge_error = f"{exc.__class__.__name__}: {exc}"[:300]
+            judge_note = f"not judged: {exc.__class__.__name__}: {exc}"[:300]
         try:
             loaded = target.backend.loaded(work.model)
         except (RequestFailed, TargetLost):
@@ -359,7 +359,7 @@ class Runner:
                 correct=verdict.correct,
                 ja_share=verdict.ja_share,
                 kana_share=verdict.kana_share,
-                judge_error=judge_error,
+                judge_note=judge_note,
                 answer_chars=len(stream.text),
                 started_at=started,
             )

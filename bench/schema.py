@@ -73,7 +73,7 @@ class RequestResult:
     ja_share: float | None = None  # chat-ja: share of letters in kana/kanji (CJK ideographs count,
     #   so Chinese scores high too: see kana_share)
     kana_share: float | None = None  # chat-ja: share of letters in hiragana/katakana
-    judge_error: str | None = None  # the answer could not be judged (the measurement stands)
+    judge_note: str | None = None  # why the answer was not judged (the measurement stands)
     answer_chars: int | None = None
     started_at: str = ""  # ISO 8601 UTC
 
