@@ -8,13 +8,25 @@ target's local time (nvidia-smi --help-query-gpu). Fields the driver cannot repo
 Samples are placed in time by that timestamp, not by when they reach us: over SSH lines arrive
 late and in bursts. The target's clock (and time zone) is mapped onto ours by the smallest
 arrival-minus-timestamp difference seen so far, the sample that travelled fastest, as NTP
-picks its best offset; what is left is that one sample's transit time.
+picks its best offset; what is left is that one sample's transit time. The zone is taken as
+fixed for the run: a daylight-saving change on the target mid-run shifts its samples by an hour
+(cloud images run in UTC, where this cannot happen).
+
+Line buffering: nvidia-smi writes through C stdio, which is fully buffered when stdout is a pipe
+(as under ssh or Popen), and its manual promises no flush per loop. Buffered, the samples of a
+request would arrive kilobytes (a minute of lines) later, after the window() waiting for them
+gave up. So it runs under coreutils' `stdbuf -oL` where the target has it (every Ubuntu/Debian
+does): one line per sample, as it is taken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -22,6 +34,15 @@ from dataclasses import dataclass
 
 QUERY = "timestamp,index,name,memory.used,memory.total,utilization.gpu,power.draw"
 NVIDIA_SMI = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"]
+
+
+def smi_script(interval_ms: int) -> str:
+    """The shell line that runs nvidia-smi's loop (`--loop-ms=`, as `nvidia-smi --help` and its
+    manual spell it: "-lms, --loop-ms=time_in_milliseconds"), line-buffered where stdbuf is."""
+    smi = shlex.join([*NVIDIA_SMI, f"--loop-ms={interval_ms}"])
+    return f"if command -v stdbuf >/dev/null 2>&1; then exec stdbuf -oL {smi}; else exec {smi}; fi"
+
+
 TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S.%f"
 
 
@@ -86,11 +107,15 @@ class GpuStats:
 
 
 class GpuSampler:
-    """Runs `nvidia-smi -lms` (through `prefix`, e.g. an ssh command) and keeps the samples,
-    each placed on this machine's wall clock (time.time()) by its own nvidia-smi timestamp."""
+    """Runs nvidia-smi's loop (here, or through `ssh`: an ssh command line, whose last words
+    the remote shell parses) and keeps the samples, each placed on this machine's wall clock
+    (time.time()) by its own nvidia-smi timestamp."""
 
-    def __init__(self, prefix: list[str] | None = None, interval_ms: int = 500):
-        self.argv = [*(prefix or []), *NVIDIA_SMI, f"-lms={interval_ms}"]
+    def __init__(self, ssh: list[str] | None = None, interval_ms: int = 500):
+        script = smi_script(interval_ms)
+        # ssh joins its arguments into one line for the remote shell: quote the script as one
+        # word there; here, sh gets it as its own argument.
+        self.argv = [*ssh, shlex.join(["sh", "-c", script])] if ssh else ["sh", "-c", script]
         self.interval_s = interval_ms / 1000
         self._samples: list[tuple[float, GpuSample]] = []  # (target clock, sample)
         self._offset: float | None = None  # our clock - the target's, best seen so far
@@ -106,7 +131,13 @@ class GpuSampler:
     def start(self) -> None:
         try:
             self._proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                self.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                # its own process group: stop() ends nvidia-smi and whatever wraps it (sh, stdbuf)
+                start_new_session=True,
             )
         except OSError:
             self._proc = None
@@ -168,12 +199,16 @@ class GpuSampler:
         return self._samples[-1][0] + self._offset >= end
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
 
 
 def stats(samples: list[GpuSample]) -> GpuStats:

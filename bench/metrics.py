@@ -34,8 +34,12 @@ class Stream:
     prompt_eval_tokens: int | None = None  # of which evaluated now (llama.cpp prompt_n)
     cached_prompt_tokens: int | None = None  # of which served from the prefix cache
     prefill_s: float | None = None  # server prompt time
-    output_tokens: int | None = None  # server count; falls back to the chunk count
-    decode_s: float | None = None  # server generation time for output_tokens
+    output_tokens: int | None = None  # server count (every sampled token: thinking and the
+    #   end-of-sequence token included); falls back to the chunk count
+    decode_s: float | None = None  # server decode time: from the first token sampled to the
+    #   last, so output_tokens - 1 forward passes (see server_decode_rate)
+    stop_reason: str | None = None  # Ollama done_reason / OpenAI finish_reason ("stop",
+    #   "length"): "length" = cut at num_predict
     load_s: float | None = None  # model load inside this request (Ollama load_duration)
 
 
@@ -68,9 +72,28 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _rate(count: int | None, seconds: float | None) -> float | None:
-    if not count or not seconds or seconds <= 0:
+    if not count or count < 0 or not seconds or seconds <= 0:
         return None
     return count / seconds
+
+
+def server_decode_rate(tokens: int | None, seconds: float | None) -> float | None:
+    """Tokens per second of the decode phase from the server's own count and time: one token per
+    forward pass, as llama-bench's tg and vLLM's TPOT (1 / TPOT, TPOT = (E2EL - TTFT) /
+    (output tokens - 1)) count it.
+
+    Both engines start the decode clock when the FIRST token is sampled, from the prefill's
+    last forward pass: Ollama's runner sets startGenerationTime at numPredicted == 1 and reports
+    EvalCount = numPredicted, EvalDuration = time.Since(startGenerationTime)
+    (runner/ollamarunner/runner.go:506-508 and 701-702 at v0.9.2; llamarunner numDecoded the
+    same); llama.cpp's server sets t_start_generation at n_decoded == 1 and reports
+    predicted_n = n_decoded over t_token_generation. So `tokens` were sampled in tokens - 1
+    forward passes: (tokens - 1) / seconds. Ollama's own "eval rate" and llama.cpp's
+    predicted_per_second divide by one pass too few and read tokens / (tokens - 1) higher
+    (+0.4 % at 256 tokens, +14 % at 8, unbounded at 1, where the time is ~0)."""
+    if tokens is None or tokens < 2:
+        return None
+    return _rate(tokens - 1, seconds)
 
 
 def prefill_cold(stream: Stream) -> bool | None:
@@ -102,7 +125,7 @@ def measure(stream: Stream) -> RequestMetrics:
         # Chunks after the first over the time from first to last: the decode phase as the
         # client sees it, counted in chunks (never mixed with the server's token count).
         client_decode = (len(times) - 1) / (times[-1] - times[0])
-    server_decode = _rate(stream.output_tokens, stream.decode_s)
+    server_decode = server_decode_rate(stream.output_tokens, stream.decode_s)
     cold = prefill_cold(stream)
     server_prompt = _rate(
         stream.prompt_eval_tokens

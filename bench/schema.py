@@ -45,19 +45,30 @@ class RequestResult:
     #   load + prefill_s; what the report's prefill/TTFT figures use
     prompt_tok_s: float | None = None  # cold prefill rate: prompt tokens / prefill_s (server);
     #   None without server timing or when the prefill was served from cache
-    output_tokens: int | None = None
-    decode_tok_s: float | None = None  # PRIMARY decode rate: the server's own (Ollama
-    #   eval_count / eval_duration, llama.cpp predicted_n / predicted_ms, as llama-bench's tg);
-    #   the client's figure only where the server reports none (see decode_source)
+    output_tokens: int | None = None  # the server's count of sampled tokens (Ollama
+    #   eval_count, llama.cpp predicted_n): a thinking model's reasoning tokens and the
+    #   end-of-sequence token are in it, not only the answer's
+    decode_s: float | None = None  # server decode time (Ollama eval_duration, llama.cpp
+    #   predicted_ms): from the first token sampled to the last, output_tokens - 1 passes
+    decode_tok_s: float | None = None  # PRIMARY decode rate: the server's own, per forward
+    #   pass as llama-bench's tg and vLLM's 1/TPOT: (output_tokens - 1) / decode_s (see
+    #   metrics.server_decode_rate: Ollama's printed "eval rate" = eval_count / eval_duration
+    #   reads output_tokens / (output_tokens - 1) higher). Thinking tokens count: a thinking
+    #   model's decode rate covers its reasoning too. The client's figure only where the
+    #   server reports none (see decode_source)
+    stop_reason: str | None = None  # "stop" (end of sequence / stop word) or "length" (cut at
+    #   num_predict): Ollama done_reason, OpenAI finish_reason
     decode_source: str | None = None  # "server" | "client": where decode_tok_s comes from
     client_decode_tok_s: float | None = None  # client: (chunks - 1) / (last chunk - first
     #   chunk), chunks of either kind; one token per chunk on Ollama and llama.cpp
-    server_decode_tok_s: float | None = None  # server's own timing; None when not reported
+    server_decode_tok_s: float | None = None  # (output_tokens - 1) / decode_s; None when the
+    #   server reports no timing or fewer than 2 tokens
     server_prompt_tok_s: float | None = None  # the server's prompt rate as it reports it, even
     #   when served from cache (Ollama counts cached tokens as evaluated)
     itl_p50_ms: float | None = None  # inter-CHUNK latency percentiles, client side: the gaps
     itl_p95_ms: float | None = None  #   between streamed chunks (one token per chunk on Ollama
-    #   and llama.cpp; a server that batches tokens into chunks shows larger gaps)
+    #   and llama.cpp; a server that batches tokens into chunks shows larger gaps), as vLLM's
+    #   bench serve takes ITL per chunk; linear interpolation, numpy's default percentile
     e2e_s: float | None = None  # request sent -> last byte
     thinking_chars: int | None = None  # reasoning text streamed before the answer, if any
     nonce: str | None = None  # the per-request marker at the start of the prompt (cold prefill)

@@ -94,7 +94,10 @@ class RunStore:
         if not self.results_path.is_file():
             return []
         out = []
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
+        # errors="replace": a line torn by a crash can end inside a multi-byte character (an
+        # error text in Japanese); it is skipped below, not a UnicodeDecodeError for the reader.
+        text = self.results_path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             if not line.strip():
                 continue
             try:

@@ -3,12 +3,14 @@ serves the examples of docs/api.md on loopback)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
-from fake_ollama import DOC_CHAT_FINAL, TEMPLATE_OPEN, FakeOllama
+from fake_ollama import DOC_CHAT_FINAL, TEMPLATE_OPEN, FakeOllama, tokenize
 
 from bench.backends import OllamaBackend
 from bench.http import RequestFailed, TargetLost
@@ -34,7 +36,13 @@ def test_chat_stream_reads_server_timings_in_nanoseconds(fake):
     # (Streaming)"): durations in nanoseconds.
     fake.final_fields = {
         k: DOC_CHAT_FINAL[k]
-        for k in ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+        for k in (
+            "prompt_eval_count",
+            "prompt_eval_duration",
+            "eval_count",
+            "eval_duration",
+            "load_duration",
+        )
     }
     stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
     assert stream.text == "The sky is blue."
@@ -44,7 +52,10 @@ def test_chat_stream_reads_server_timings_in_nanoseconds(fake):
     assert math.isclose(stream.load_s, 0.001334875)
     m = measure(stream)
     assert m.decode_source == "server"
-    assert math.isclose(m.decode_tok_s, 282 / 4.535599)  # eval_count / eval_duration
+    # eval_count tokens were sampled in eval_count - 1 forward passes: the runner starts
+    # eval_duration at the first sample (runner/ollamarunner/runner.go:506-508, 701-702 at
+    # v0.9.2), so the per-pass rate is (eval_count - 1) / eval_duration, as llama-bench's tg
+    assert math.isclose(m.decode_tok_s, 281 / 4.535599)
     assert math.isclose(m.server_prompt_tok_s, 26 / 0.342546)
     assert math.isclose(m.server_ttft_s, 0.342546 + 0.001334875)  # prefill + this load
     assert m.prefill_cold is None  # Ollama does not say what it reused
@@ -62,17 +73,38 @@ def test_thinking_counts_for_ttft_and_decode_but_not_the_answer(fake):
     stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
     assert stream.thinking == "Rayleigh scattering explains it."
     assert stream.text == "The sky is blue."
-    assert len(stream.chunk_times) == 10 and stream.output_tokens == 10
+    # eval_count counts every sampled token: 5 thinking + 5 answer + the end-of-sequence token
+    # (runner.go:506 counts it before the EOS check at :517 ends the sequence unsent)
+    assert len(stream.chunk_times) == 10 and stream.output_tokens == 11
+    assert stream.stop_reason == "stop"
     m = measure(stream)
     assert m.answer_ttft_s > m.ttft_s + 4 * 0.01 * 0.9  # five thinking tokens 10 ms apart
     assert m.client_decode_tok_s == pytest.approx(
         9 / (stream.chunk_times[-1] - stream.chunk_times[0])
     )
-    assert m.decode_tok_s == pytest.approx(10 / 0.1)  # the server's: eval_count / eval_duration
+    # the server's, thinking tokens included: 10 forward passes after the first sample, 10 ms each
+    assert m.decode_tok_s == pytest.approx(10 / 0.1)
+
+
+def test_reasoning_inside_content_is_split_from_the_answer(fake):
+    """Ollama 0.9.x fills message.thinking only when the request says "think": true
+    (server/routes.go:1518-1525 at v0.9.2), which a model without the capability refuses
+    (server/images.go:158): the bench does not send it, so a thinking model's reasoning comes
+    inside content, tags and all. It is split off as Ollama's thinking.Parser would."""
+    fake.tokens = ["<think>", "\n", "Light", " scat", "ters", ".</", "think>", "\n\n", "Blue", "."]
+    stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
+    assert stream.thinking == "Light scatters." and stream.text == "Blue."
+    assert len(stream.chunk_times) == 10  # every token of either kind
+    assert stream.first_answer_at == stream.chunk_times[8]  # "Blue", after the reasoning
+    m = measure(stream)
+    assert m.answer_ttft_s > m.ttft_s
 
 
 def test_model_not_found_is_a_request_failure_with_the_server_message(fake):
-    with pytest.raises(RequestFailed, match="HTTP 404: model 'nope:1b' not found"):
+    # server/routes.go:1646 at v0.9.2: fmt.Sprintf("model %q not found, try pulling it first")
+    with pytest.raises(
+        RequestFailed, match='HTTP 404: model "nope:1b" not found, try pulling it first'
+    ):
         OllamaBackend(fake.url).chat("nope:1b", chat_request())
 
 
@@ -84,11 +116,18 @@ def test_error_object_mid_stream_fails_the_request(fake):
 
 def test_ps_gives_size_and_share_on_gpu(fake):
     backend = OllamaBackend(fake.url)
+    assert backend.loaded("mistral:latest") is None  # /api/ps lists loaded models only
+    backend.chat("mistral:latest", chat_request())
     loaded = backend.loaded("mistral:latest")
     assert (loaded.size, loaded.size_vram, loaded.gpu_share) == (5137025024, 5137025024, 1.0)
     fake.partial_vram = True
     assert backend.loaded("mistral:latest").gpu_share == pytest.approx(0.5)
     assert backend.loaded("absent:1b") is None
+    # expires_at = the request's keep_alive from now (the backend sends "30m", so the model
+    # stays loaded between a target's requests; docs/api.md "keep_alive", default 5m)
+    (entry,) = backend.http.json_object("GET", "/api/ps")["models"]
+    expires = dt.datetime.fromisoformat(entry["expires_at"]).timestamp()
+    assert expires - time.time() == pytest.approx(30 * 60, abs=30)
 
 
 def test_pull_reports_progress_including_chunks_without_completed(fake):
@@ -142,7 +181,7 @@ def test_runner_writes_one_line_per_request_with_the_documented_metrics(fake, tm
         assert line["size_bytes"] == line["size_vram_bytes"] == 5137025024
         assert line["ttft_s"] > 0 and line["decode_tok_s"] > 0 and line["e2e_s"] > 0
         assert line["itl_p50_ms"] >= 5  # the fixture spaces tokens 10 ms apart
-        assert line["load_s"] == pytest.approx(0.001334875)  # the warm-up's load_duration
+        assert line["load_s"] == pytest.approx(fake.load_s)  # the warm-up's load_duration
     assert all(
         x["error"].startswith("model unavailable: ollama pull nope:1b")
         and "file does not exist" in x["error"]
@@ -227,7 +266,46 @@ def test_every_measured_prefill_is_cold(fake, tmp_path):
             <= r.prompt_tok_s
             <= cold_rate * r.prompt_tokens / (r.prompt_tokens - len(TEMPLATE_OPEN))
         )
-        assert r.server_ttft_s == pytest.approx(r.prefill_s + 0.001334875)
+        # loaded by the warm-up: only the scheduler's own time is in the measured request
+        assert r.server_ttft_s == pytest.approx(r.prefill_s + fake.SCHEDULER_NS / 1e9)
     long_rows = [r for r in rows if r.workload == "long-context"]
     short_rows = [r for r in rows if r.workload == "chat-en"]
     assert min(r.ttft_s for r in long_rows) > max(r.ttft_s for r in short_rows)
+    # Each context size loaded the model once (a new num_ctx is a new runner), on its warm-up:
+    # the load is in the warm-up's load_duration (kept as load_s), never in a measured request.
+    assert [n for _, n in fake.loads] == sorted({r.num_ctx for r in rows}, reverse=True)
+    assert all(r.load_s == pytest.approx(fake.load_s) for r in rows)
+
+
+def test_the_nonce_leaves_only_the_prompts_fixed_head_to_the_cache(fake, tmp_path):
+    """What no nonce in the user's message can defeat. /api/chat renders the model's template
+    and, when the request has no system message, prepends the Modelfile's SYSTEM
+    (server/routes.go:1505-1508 at v0.9.2); templates may carry a default system text of their
+    own. Every prompt opens with that same head (BOS, the role header, the system text, the
+    user's header), and findLongestCacheSlot reuses it (runner/ollamarunner/cache.go). Ollama
+    has no switch to skip its cache (the llama runner passes cachePrompt true,
+    runner/llamarunner/runner.go:601). prompt_eval_count counts the head, prompt_eval_duration
+    does not (runner.go:699-700), so an Ollama row's prompt_tok_s is cold for everything after
+    the head and overstates a cold prefill by prompt / (prompt - head): pinned here."""
+    fake.system = "You are a helpful assistant. Answer briefly, precisely and in plain words."
+    store = RunStore.create(tmp_path, "run")
+    info = TargetInfo(name="fake", url=fake.url, backend="ollama")
+    Runner(store, [Target(info, OllamaBackend(fake.url))], Plan(
+        ["mistral:latest"], ["chat-en", "long-context"], 2, quick=True
+    )).run()  # fmt: skip
+    rows = store.results()
+    marker = "NONCE"
+    rendered = tokenize(
+        [{"role": "system", "content": fake.system}, {"role": "user", "content": marker}]
+    )
+    head = rendered.index(marker)
+    assert head > len(TEMPLATE_OPEN) + 10  # the system text is in it
+    # A fresh runner (each load) starts empty; after that, exactly the head is reused each time.
+    assert [p.reused for p in fake.prefills] == [0, head, head, 0, head, head]
+    cold_rate = 1 / fake.prefill_s_per_token
+    for r in rows:
+        assert r.prefill_cold is None  # Ollama does not say what it reused
+        overstated = r.prompt_tokens / (r.prompt_tokens - head)
+        assert r.prompt_tok_s == pytest.approx(cold_rate * overstated, rel=0.02)
+    long_rows = [r for r in rows if r.workload == "long-context"]
+    assert all(r.prompt_tokens / (r.prompt_tokens - head) < 1.05 for r in long_rows)

@@ -90,7 +90,9 @@ def test_cold_llama_cpp_stream_gives_server_prefill_and_decode(monkeypatch):
     m = measure(stream)
     assert m.prefill_cold is True
     assert m.prompt_tok_s == pytest.approx(22 / 0.089196)
-    assert m.decode_tok_s == pytest.approx(8 / 0.116214) and m.decode_source == "server"
+    # predicted_n 8 over predicted_ms: 7 forward passes (the clock starts at the first sample)
+    assert m.decode_tok_s == pytest.approx(7 / 0.116214) and m.decode_source == "server"
+    assert stream.stop_reason == "length"  # finish_reason of the last choice
 
 
 def test_prefill_served_from_llama_cpps_cache_is_flagged_not_reported(monkeypatch):

@@ -9,10 +9,13 @@ so fault 3 hits the second measured request.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -92,7 +95,7 @@ def test_a_stalled_stream_fails_after_the_idle_timeout_not_minutes(fake, tmp_pat
     assert code == 1
     got = rows(tmp_path)
     assert [(r["rep"], r["ok"]) for r in got] == [(0, True), (1, False), (2, True)]
-    assert "stalled: nothing for 0.5 s (idle_timeout_s)" in got[1]["error"]
+    assert "stalled: no line for 0.5 s (idle_timeout_s)" in got[1]["error"]
     assert elapsed < fake.stall_s / 2  # it did not wait for the stall to end
 
 
@@ -123,6 +126,90 @@ def test_a_stalled_warm_up_fails_its_context_size_only(fake, tmp_path):
         ("long-context", True)
     ] * 3
     assert all(r["error"].startswith("warm-up failed") for r in got[:3])
+
+
+# -- hostile servers: each answer fails that one request, with what it was; never a hang ------
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        # 200 with an HTML page (a proxy or captive portal on the port): Content-Type says so
+        ("html", "the answer is an HTML page (text/html"),
+        # the chunked stream ends mid-line: the torn line is no JSON object
+        ("cut", "malformed stream line (not JSON)"),
+        # a clean end without the final object (docs/api.md: the last object has done: true)
+        ("no-done", "stream ended without its final object"),
+        # 302 to another host: http.client follows no redirect and the bench does not either
+        ("redirect", "HTTP 302: redirected to http://203.0.113.7:11434/api/chat — not followed"),
+        # gzip though the request said Accept-Encoding: identity (http.client's default)
+        ("gzip", "the answer is gzip-encoded though the bench asked for identity"),
+    ],
+)
+def test_a_hostile_answer_fails_that_request_with_what_it_was(fake, tmp_path, fault, reason):
+    fake.faults = {3: fault}
+    assert bench_run(tmp_path, "--target", f"fake={fake.url}@ollama") == 1
+    got = rows(tmp_path)
+    assert [(r["rep"], r["ok"]) for r in got] == [(0, True), (1, False), (2, True)]
+    assert reason in got[1]["error"], got[1]["error"]
+
+
+def test_a_line_that_never_ends_fails_at_1_mib_with_memory_bounded(fake, tmp_path):
+    """100 MB without a newline: the reader gives up at MAX_LINE_BYTES instead of holding it."""
+    import tracemalloc
+
+    from bench import http
+
+    fake.faults = {3: "huge-line"}
+    tracemalloc.start()
+    try:
+        assert bench_run(tmp_path, "--target", f"fake={fake.url}@ollama") == 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    got = rows(tmp_path)
+    assert [(r["rep"], r["ok"]) for r in got] == [(0, True), (1, False), (2, True)]
+    assert "a stream line longer than 1 MiB without a line end" in got[1]["error"]
+    assert peak < 8 * http.MAX_LINE_BYTES  # not the 100 MB the server sent
+
+
+def test_a_trickle_of_bytes_without_a_line_fails_at_the_idle_timeout(fake, tmp_path):
+    """Slowloris: one byte every 0.3 s, under the 0.5 s idle timeout, and never a newline. A
+    per-recv socket timeout would wait for ever; no *line* for idle_timeout_s ends it."""
+    fake.faults = {3: "trickle"}
+    fake.trickle_s = 0.3
+    started = time.monotonic()
+    code = bench_run(tmp_path, "--target", f"fake={fake.url}@ollama", "--idle-timeout", "0.5")
+    assert time.monotonic() - started < 15
+    assert code == 1
+    got = rows(tmp_path)
+    assert [(r["rep"], r["ok"]) for r in got] == [(0, True), (1, False), (2, True)]
+    assert "stream stalled: no line for 0.5 s (idle_timeout_s)" in got[1]["error"]
+
+
+@pytest.mark.parametrize("fault", ["nan", "negative"])
+def test_nan_or_negative_durations_leave_no_figure_and_no_nan_in_the_file(fake, tmp_path, fault):
+    """Go's encoding/json never writes NaN and Ollama's runner can report a negative
+    prompt_eval_duration (startGenerationTime left zero, runner/ollamarunner/runner.go:700 at
+    v0.9.2): the row keeps what is sound, the server figures become null, and results.jsonl
+    stays strict JSON (no NaN, no Infinity) for every other reader."""
+    fake.faults = {3: fault}
+    assert bench_run(tmp_path, "--target", f"fake={fake.url}@ollama") == 0
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if not p.is_symlink()]
+
+    def strict(token: str):
+        raise ValueError(f"non-standard JSON number {token}")
+
+    got = [
+        json.loads(x, parse_constant=strict)
+        for x in (run_dir / "results.jsonl").read_text().splitlines()
+    ]
+    assert all(r["ok"] for r in got) and len(got) == 3
+    bad = got[1]
+    assert bad["prefill_s"] is None and bad["prompt_tok_s"] is None and bad["server_ttft_s"] is None
+    assert bad["server_decode_tok_s"] is None and bad["decode_source"] == "client"
+    assert bad["decode_tok_s"] == bad["client_decode_tok_s"] > 0
+    assert got[0]["decode_source"] == got[2]["decode_source"] == "server"
 
 
 def test_a_stall_on_a_server_that_died_loses_the_target_with_every_row(tmp_path):
@@ -316,3 +403,113 @@ def test_the_demo_builds_its_engine_with_make_only_when_asked(monkeypatch):
     assert built == []
     engine.ensure_built(build=True)
     assert built == [[shutil.which("make"), "-C", str(engine.ROOT), "engine"]]
+
+
+# -- the request deadline bounds a server that trickles bytes from its very first one --------
+
+
+class Trickler:
+    """A raw TCP server that reads the request, then sends `head` and one byte of `drip` every
+    `every_s` for as long as the client listens (slowloris, from the server's side)."""
+
+    def __init__(self, head: bytes, drip: bytes, every_s: float):
+        self.head, self.drip, self.every_s = head, drip, every_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(self.head)
+                for byte in itertools.cycle(self.drip):
+                    if self.stop.wait(self.every_s):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client hung up: what it should do
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        # the status line, then headers one byte at a time: never a complete answer
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 1000),
+        # a complete header, then the body one byte at a time, never a line end
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n",
+            b'{"model": "m", "message": {"content": "' + b"a" * 1000,
+        ),
+    ],
+)
+def test_the_request_deadline_bounds_a_server_sending_one_byte_at_a_time(head, drip):
+    from bench.http import Client, StreamStalled
+
+    server = Trickler(head, drip, every_s=0.2)  # each byte well inside any socket timeout
+    try:
+        started = time.monotonic()
+        with pytest.raises(StreamStalled, match=r"request deadline of 1\.5 s"):
+            list(Client(server.url).lines("/api/chat", {}, idle_timeout_s=0.5, deadline_s=1.5))
+        assert time.monotonic() - started < 3.0
+    finally:
+        server.close()
+
+
+# -- which targets `make bench` benches, and when it builds the engine -----------------------
+
+
+def test_deployed_targets_win_and_never_build_the_engine(local_fake, tmp_path, capsys):
+    """A .state file (a deployed VM) and a local Ollama both there: the VM is benched; neither
+    path builds the demo engine (local_fake makes ensure_built fail the test). The VM here is
+    unreachable, so the run stops at its tunnel with a one-line error, before any result."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "aws-g4dn.xlarge.json").write_text(
+        json.dumps(
+            {
+                "name": "aws-g4dn.xlarge",
+                "cloud": "aws",
+                "instance_type": "g4dn.xlarge",
+                "host": "127.0.0.1",  # nothing answers SSH as this user here
+                "ssh_user": "nobody-rehearsal",
+                "ssh_key": str(tmp_path / "no-such-key"),
+            }
+        )
+    )
+    code = cli.main(
+        ["run", "--build-engine", "--yes", "--models", MODEL, "--workloads", "chat-en",
+         "--quick", "--results-dir", str(tmp_path / "results"), "--state-dir", str(state),
+         "--no-report"]
+    )  # fmt: skip
+    assert code == cli.EXIT_BAD_INPUT
+    assert "SSH tunnel to nobody-rehearsal@127.0.0.1 did not open" in capsys.readouterr().err
+    assert not [r for r in local_fake.requests if r[0] == "POST /api/chat"]
+
+
+def test_with_nothing_deployed_and_no_local_ollama_the_demo_builds_its_engine(
+    tmp_path, monkeypatch
+):
+    asked: list[bool] = []
+
+    def ensure_built(build=False):
+        asked.append(build)
+        raise engine.EngineMissing("stopped here by the test")
+
+    monkeypatch.setattr(engine, "ensure_built", ensure_built)
+    monkeypatch.setattr(cli, "LOCAL_OLLAMA", "http://127.0.0.1:9")  # nothing listens there
+    code = cli.main(
+        ["run", "--build-engine", "--results-dir", str(tmp_path / "results"), "--state-dir",
+         str(tmp_path / "no-state"), "--no-report"]
+    )  # fmt: skip
+    assert code == cli.EXIT_BAD_INPUT and asked == [True]

@@ -20,6 +20,7 @@ from fake_ollama import FakeOllama
 from bench.backends import OllamaBackend
 from bench.gpu import GpuSampler
 from bench.targets import Remote, SshTunnel, TargetError, free_port, wait_for_port
+from bench.workload import requests
 
 SSHD = "/usr/sbin/sshd"
 
@@ -66,6 +67,9 @@ def test_tunnel_reaches_a_loopback_only_server_and_closes(sshd):
         try:
             assert url != fake.url and url.startswith("http://127.0.0.1:")
             assert OllamaBackend(url).version() == "0.5.1"
+            # /api/ps lists what is loaded: load it through the tunnel first
+            stream = OllamaBackend(url).chat("mistral:latest", requests("chat-en", quick=True)[0])
+            assert stream.text == "The sky is blue."
             assert OllamaBackend(url).loaded("mistral:latest").size_vram == 5137025024
         finally:
             tunnel.close()

@@ -109,7 +109,9 @@ def test_server_timings_are_the_primary_figures_and_cached_prefill_is_flagged():
     m = measure(warm)
     assert m.prefill_cold is False and m.prompt_tok_s is None
     assert m.server_prompt_tok_s == pytest.approx(5 / 0.0405)
-    assert m.decode_tok_s == pytest.approx(8 / 0.1419) and m.decode_source == "server"
+    # 8 tokens sampled in 7 forward passes: llama.cpp starts t_token_generation at the first
+    # sample (server-context.cpp: n_decoded == 1 -> t_start_generation), see server_decode_rate
+    assert m.decode_tok_s == pytest.approx(7 / 0.1419) and m.decode_source == "server"
     cold = Stream(0.0, [0.1, 0.12], 0.13, "ab", 0.1, prompt_tokens=22, prompt_eval_tokens=22,
                   cached_prompt_tokens=0, prefill_s=0.0892, output_tokens=8,
                   decode_s=0.116)  # fmt: skip
@@ -293,3 +295,170 @@ def test_plan_skips_cases_beyond_a_models_trained_context():
         ("qwen2:7b", "ctx4k"),
         ("qwen2:7b", "ctx16k"),
     }
+
+
+# -- nvidia-smi through a pipe ----------------------------------------------------------------
+
+# A stand-in nvidia-smi whose output goes through C stdio as the real one's does: GNU sed
+# fully buffers its stdout when that is a pipe (4 KiB: a minute of samples), unless stdbuf -oL
+# (inherited through LD_PRELOAD) makes it line-buffered. It insists on the documented loop flag
+# ("-lms, --loop-ms=time_in_milliseconds", nvidia-smi(1)).
+FAKE_SMI = """#!/bin/sh
+case "$*" in *--query-gpu=timestamp,*--format=csv,noheader,nounits*--loop-ms=100*) ;;
+  *) echo "nvidia-smi: bad arguments: $*" >&2; exit 2 ;; esac
+while :; do
+  echo "$(date -u +'%Y/%m/%d %H:%M:%S.%3N'), 0, Tesla T4, 5000, 15360, 50, 70.00"
+  sleep 0.1
+done | sed -e 's/Tesla/Tesla/'
+"""
+
+
+def _fake_smi(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return smi
+
+
+def test_the_fake_nvidia_smi_buffers_when_piped_as_stdio_does(tmp_path, monkeypatch):
+    """The control for the test below: run plainly into a pipe, no sample arrives in 1.5 s."""
+    import subprocess
+    import time
+
+    _fake_smi(tmp_path, monkeypatch)
+    proc = subprocess.Popen(
+        ["sh", "-c", gpu.shlex.join([*gpu.NVIDIA_SMI, "--loop-ms=100"])],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        os.set_blocking(proc.stdout.fileno(), False)
+        time.sleep(1.5)
+        assert proc.stdout.read() is None  # nothing flushed yet
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
+def test_gpu_sampler_gets_each_sample_as_it_is_taken_through_a_pipe(tmp_path, monkeypatch):
+    """stdbuf -oL makes the buffered nvidia-smi line-buffered: samples arrive as taken, so a
+    request's window finds them instead of waiting a minute for a 4 KiB block."""
+    import time
+
+    _fake_smi(tmp_path, monkeypatch)
+    sampler = gpu.GpuSampler(interval_ms=100)
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(sampler._samples) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(sampler._samples) >= 5
+        now = sampler.mark()
+        stats = sampler.window(now - 0.5, now, wait_s=1.0)
+        assert stats.vram_used_mib == 5000 and stats.gpu_util_pct == 50
+    finally:
+        sampler.stop()
+    assert sampler._proc.poll() is not None
+
+
+def test_gpu_sampler_over_ssh_quotes_its_script_for_the_remote_shell():
+    import shlex
+
+    sampler = gpu.GpuSampler(["ssh", "-p", "22", "ubuntu@203.0.113.10"], interval_ms=500)
+    *ssh, remote = sampler.argv
+    assert ssh == ["ssh", "-p", "22", "ubuntu@203.0.113.10"]
+    # ssh hands the remote shell one line: it must split back into sh -c SCRIPT
+    assert shlex.split(remote) == ["sh", "-c", gpu.smi_script(500)]
+    assert "exec stdbuf -oL nvidia-smi" in gpu.smi_script(500) and "--loop-ms=500" in remote
+
+
+# -- server figures that are missing, zero, negative or not numbers --------------------------
+
+
+def test_decode_from_one_sampled_token_is_no_rate():
+    """eval_count 1: the runner's decode clock started at that very sample (runner.go:506-508,
+    701-702 at v0.9.2), so eval_duration is microseconds and eval_count / eval_duration would
+    read ~20,000 tok/s. No forward pass was timed: no server rate."""
+    one = Stream(0.0, [0.2], 0.21, "a", 0.2, prompt_tokens=30, prefill_s=0.1, output_tokens=1,
+                 decode_s=0.00005)  # fmt: skip
+    m = measure(one)
+    assert m.server_decode_tok_s is None and m.decode_tok_s is None and m.decode_source is None
+
+
+def test_missing_or_zero_server_fields_give_no_figure_and_no_division_by_zero():
+    # Every Ollama metric is `omitempty` (api/types.go:261-266 at v0.9.2): a zero is not sent.
+    bare = Stream(0.0, [0.3, 0.4, 0.5], 0.6, "abc", 0.3)
+    m = measure(bare)
+    assert (m.server_ttft_s, m.prompt_tok_s, m.server_prompt_tok_s, m.server_decode_tok_s) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert m.decode_source == "client" and m.decode_tok_s == pytest.approx(2 / 0.2)
+    zeros = Stream(0.0, [0.3, 0.4], 0.5, "ab", 0.3, prompt_tokens=0, prefill_s=0.0,
+                   output_tokens=5, decode_s=0.0)  # fmt: skip
+    z = measure(zeros)
+    assert z.prompt_tok_s is None and z.server_decode_tok_s is None
+    no_load = Stream(0.0, [0.3, 0.4], 0.5, "ab", 0.3, prompt_tokens=20, prefill_s=0.25)
+    assert measure(no_load).server_ttft_s == pytest.approx(0.25)  # load_duration absent = 0
+
+
+def test_payload_numbers_that_are_not_finite_or_below_zero_become_none():
+    from bench.backends.base import count, duration, number
+
+    assert number(float("nan")) is None and number(float("inf")) is None
+    assert number(True) is None and number("12") is None and number(3) == 3.0
+    # llama.cpp's result_timings starts prompt_n / predicted_n / cache_n at -1
+    # (tools/server/server-task.h)
+    assert count(-1) is None and count(7.0) == 7
+    assert duration(-9_223_372_036_854_775_807, 1e9) is None  # zero time minus a start time
+    assert duration(1_500_000_000, 1e9) == 1.5 and duration(None) is None
+
+
+def test_think_splitter_holds_split_tags_and_passes_plain_answers():
+    from bench.backends.base import ThinkSplitter
+
+    def run(chunks):
+        sp = ThinkSplitter()
+        got = [sp.add(c) for c in chunks] + [sp.flush()]
+        return "".join(t for t, _ in got), "".join(a for _, a in got)
+
+    assert run([" <th", "ink>", "a</th", "ink> b"]) == ("a", "b")
+    assert run(["<think>", "\n", "a", "</think>", "\n\n", "b"]) == ("a", "b")
+    assert run(["\n", "Hello", " <think>x</think>"]) == ("", "\nHello <think>x</think>")
+    assert run(["<think>", "unfinished"]) == ("unfinished", "")  # cut by num_predict
+    assert run(["<", "b>bold"]) == ("", "<b>bold")
+
+
+def test_a_torn_multibyte_character_is_skipped_not_a_decode_error(tmp_path):
+    store = RunStore.create(tmp_path, "r1")
+    failed = RequestResult("t", "ollama", "m", "chat-ja", "q", 0, False, error="見つかりません")
+    store.append(failed)
+    data = store.results_path.read_bytes()
+    with store.results_path.open("ab") as fh:
+        fh.write(data[: data.index("見".encode()) + 1])  # kill -9 inside a 3-byte character
+    assert [r.error for r in store.results()] == ["見つかりません"]
+
+
+def test_openai_ping_times_only_the_request_that_answered(monkeypatch):
+    import time
+
+    from bench.backends import OpenAIBackend
+    from bench.http import RequestFailed
+
+    backend = OpenAIBackend("http://127.0.0.1:9")
+
+    def json(method, path, payload=None, timeout_s=None):
+        if path == "/health":  # LM Studio and others: no /health, a 404 after a round trip
+            time.sleep(0.3)
+            raise RequestFailed("HTTP 404: not found")
+        return {"data": []}
+
+    monkeypatch.setattr(backend.http, "json", json)
+    rtt = backend.ping()
+    assert rtt is not None and rtt < 0.1
+    assert backend.alive() is True

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from bench.backends.base import Loaded, PullProgress, StreamLimits, count, malformed, number
+from bench.backends.base import Loaded, PullProgress, StreamLimits, count, duration, malformed
 from bench.http import Client, RequestFailed, TargetLost
 from bench.metrics import Stream
 from bench.workload import Request
@@ -44,6 +44,7 @@ class OpenAIBackend:
         usage: dict[str, Any] = {}
         timings: dict[str, Any] = {}
         finished = False
+        stop_reason: str | None = None
         lines = self.http.lines(
             "/v1/chat/completions",
             payload,
@@ -70,10 +71,15 @@ class OpenAIBackend:
                     f"openai: {err.get('message', err) if isinstance(err, dict) else err}"
                 )
             got_token = False
-            for choice in obj.get("choices") or []:
+            choices = obj.get("choices") or []
+            if not isinstance(choices, list):
+                raise malformed(self.base_url, line, "choices is not a list")
+            for choice in choices:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
                 if not isinstance(delta, dict):
                     raise malformed(self.base_url, line, "choice without a delta object")
+                if isinstance(choice.get("finish_reason"), str):
+                    stop_reason = choice["finish_reason"]
                 content = delta.get("content")
                 # Reasoning streamed apart from the answer: llama.cpp's reasoning_content,
                 # Ollama's /v1 `reasoning` (openai/openai.go).
@@ -106,9 +112,9 @@ class OpenAIBackend:
         prompt = count(usage.get("prompt_tokens"))
         if prompt is None and prompt_n is not None:
             prompt = prompt_n + (cached or 0)
-        prompt_ms = number(timings.get("prompt_ms"))
+        prompt_ms = duration(timings.get("prompt_ms"))
         predicted_n = count(timings.get("predicted_n"))
-        predicted_ms = number(timings.get("predicted_ms"))
+        predicted_ms = duration(timings.get("predicted_ms"))
         has_decode_timing = predicted_n is not None and predicted_ms is not None
         return Stream(
             sent_at=sent,
@@ -125,31 +131,33 @@ class OpenAIBackend:
             if has_decode_timing
             else count(usage.get("completion_tokens")),
             decode_s=predicted_ms / 1000 if has_decode_timing and predicted_ms else None,
+            stop_reason=stop_reason,
         )
 
     def ping(self) -> float | None:
-        start = time.perf_counter()
-        if not self.alive():
-            return None
-        return time.perf_counter() - start
-
-    def alive(self) -> bool:
+        """One round trip: the health request that answered, timed alone (a server without
+        /health answers 404 first, and that round trip is not counted twice)."""
         for path in ("/health", "/v1/models"):
+            start = time.perf_counter()
             try:
                 self.http.json("GET", path, timeout_s=5)
-                return True
+                return time.perf_counter() - start
             except RequestFailed:
                 continue
             except TargetLost:
-                return False
-        return False
+                return None
+        return None
+
+    def alive(self) -> bool:
+        return self.ping() is not None
 
     def version(self) -> str | None:
         try:
-            props = self.http.json("GET", "/props", timeout_s=5)
+            props = self.http.json_object("GET", "/props", timeout_s=5)
         except (TargetLost, RequestFailed):
             return None
-        return props.get("build_info") if isinstance(props, dict) else None
+        info = props.get("build_info")
+        return info if isinstance(info, str) else None
 
     def ensure_model(self, model: str, progress: PullProgress | None = None) -> None:
         return None  # an OpenAI-compatible server serves what it was started with
