@@ -199,16 +199,23 @@ class GpuSampler:
         return self._samples[-1][0] + self._offset >= end
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        # The whole group (nvidia-smi and what wraps it), while its leader is still ours: an
+        # exited, reaped leader's number could belong to someone else by now.
+        if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=2)  # it ends at the pipe's end of file
+        if self._proc.stdout is not None and not (self._thread and self._thread.is_alive()):
+            self._proc.stdout.close()
 
 
 def stats(samples: list[GpuSample]) -> GpuStats:

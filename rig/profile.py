@@ -523,7 +523,7 @@ class BenchSection(Section):
     )
     repetitions: int = Field(3, description="Measured requests per model and workload.")
     idle_timeout_s: int = Field(
-        60, description="Fail a request whose stream sends nothing for this many seconds."
+        60, description="Fail a request whose stream sends no line for this many seconds."
     )
     request_timeout_s: int = Field(
         900, description="Fail a request still running after this many seconds (load included)."

@@ -86,17 +86,20 @@ DOC_PULL = [
 DOC_SHOW = json.loads(
     (Path(__file__).parent / "fixtures" / "ollama_api_show.json").read_text(encoding="utf-8")
 )
+# docs/api.md at v0.9.2, "List Local Models": the first entry of the example.
 DOC_TAGS_ENTRY = {
-    "name": "mistral:latest",
-    "modified_at": "2023-11-04T14:56:49.277302595-07:00",
-    "size": 7365960935,
-    "digest": "9f438cb9cd581fc025612d27f7c1a6669ff83a8bb0ed86c94fcf4c5440555697",
+    "name": "deepseek-r1:latest",
+    "model": "deepseek-r1:latest",
+    "modified_at": "2025-05-10T08:06:48.639712648-07:00",
+    "size": 4683075271,
+    "digest": "0a8c266910232fd3291e71e5ba1e058cc5af9d411192cf88b6d30e92b6e73163",
     "details": {
+        "parent_model": "",
         "format": "gguf",
-        "family": "llama",
-        "families": None,
-        "parameter_size": "13B",
-        "quantization_level": "Q4_0",
+        "family": "qwen2",
+        "families": ["qwen2"],
+        "parameter_size": "7.6B",
+        "quantization_level": "Q4_K_M",
     },
 }
 
@@ -210,9 +213,10 @@ class FakeOllama:
     that is not UTF-8), "drop" (the connection closes mid-answer, the server stays up), "stall"
     (the stream stops sending for `stall_s`), "hang" (no answer at all for `stall_s`, as a
     server stuck before its first token), and hostile servers: "html" (200, then an HTML page),
-    "cut" (the chunked stream ends mid-line), "huge-line" (a line of `huge_line_bytes` with no
-    newline), "nan" / "negative" (durations NaN / below zero in the final object), "no-done" (a
-    clean end without the final object), "trickle" (one byte every `trickle_s`, no newline),
+    "cut" (the connection ends mid-line, the chunked stream unfinished), "huge-line" (a line of
+    `huge_line_bytes` with no newline), "nan" / "negative" (durations NaN / below zero in the
+    final object), "no-done" (a clean end without the final object), "trickle" (one byte every
+    `trickle_s`, no newline),
     "redirect" (302 to another host), "gzip" (a gzip-encoded stream nobody asked for).
     """
 
@@ -433,10 +437,9 @@ class FakeOllama:
                         elif item == "bad-bytes":
                             self._chunk(b'{"message": {"content": "\xff\xfe"}}\n')
                         elif item in ("drop", "cut"):
-                            if item == "cut":  # half a line, then the chunked stream's end
+                            if item == "cut":  # half a line, then the connection goes,
+                                # without the chunked stream's last (empty) chunk
                                 self._chunk(b'{"model": "' + model.encode() + b'", "mess')
-                                self.wfile.write(b"0\r\n\r\n")
-                                self.wfile.flush()
                             self.close_connection = True
                             self.connection.shutdown(socket.SHUT_RDWR)
                             return

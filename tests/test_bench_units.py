@@ -341,6 +341,7 @@ def test_the_fake_nvidia_smi_buffers_when_piped_as_stdio_does(tmp_path, monkeypa
     finally:
         os.killpg(proc.pid, 15)
         proc.wait()
+        proc.stdout.close()
 
 
 def test_gpu_sampler_gets_each_sample_as_it_is_taken_through_a_pipe(tmp_path, monkeypatch):
