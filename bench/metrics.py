@@ -102,6 +102,8 @@ def prefill_cold(stream: Stream) -> bool | None:
     (cache_n); either one showing reuse is enough."""
     if stream.cached_prompt_tokens is not None and stream.cached_prompt_tokens > 0:
         return False
+    if stream.prompt_eval_tokens == 0:  # nothing evaluated: the whole prompt came from cache
+        return False
     if (
         stream.prompt_eval_tokens is not None
         and stream.prompt_tokens

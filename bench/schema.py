@@ -33,7 +33,8 @@ class RequestResult:
     prompt_tokens: int | None = None  # the whole prompt, as the server counts it
     # Server side: what the engine itself timed (no network in it).
     prompt_eval_tokens: int | None = None  # prompt tokens the server evaluated (llama.cpp
-    #   timings.prompt_n); None where not reported (Ollama counts the whole prompt)
+    #   timings.prompt_n); None where not reported (Ollama counts the whole prompt), 0 when an
+    #   Ollama before 0.2 left prompt_eval_count out (all of it cached; ollama/ollama#2068)
     cached_prompt_tokens: int | None = None  # served from the server's prefix cache
     #   (llama.cpp timings.cache_n, OpenAI usage.prompt_tokens_details.cached_tokens)
     prefill_cold: bool | None = None  # False: the server says part of the prompt came from its

@@ -241,7 +241,8 @@ class FakeOllama:
         self.loads: list[tuple[str, int]] = []  # (model, num_ctx) of every load
         self.loaded: dict[str, Loaded] = {}
         self.system: str | None = None  # the models' Modelfile SYSTEM, if any
-        self.final_fields: dict[str, Any] | None = None  # replaces the computed timings
+        self.final_fields: dict[str, Any] | None = None  # replaces the computed timings (None
+        #   leaves a field out, as Go's `omitempty` does with a zero)
         self.faults: dict[int, str] = {}
         self.stall_s = 30.0
         self.trickle_s = 1.0
@@ -350,6 +351,7 @@ class FakeOllama:
         elif fault == "negative":  # a sequence that ended before its first token (see runner.go)
             timings.update(eval_duration=-5, prompt_eval_duration=-9_223_372_036)
         final = {**DOC_CHAT_FINAL, **timings, **(self.final_fields or {}), "model": model}
+        final = {k: v for k, v in final.items() if v is not None}  # final_fields None: omitted
         yield final, 0.0 if cut else self.token_delay_s
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -100,6 +100,20 @@ def test_reasoning_inside_content_is_split_from_the_answer(fake):
     assert m.answer_ttft_s > m.ttft_s
 
 
+def test_an_absent_prompt_eval_count_is_a_prefill_served_from_cache(fake):
+    """Ollama before 0.2 counted evaluated prompt tokens only, and `omitempty` dropped the 0 of
+    a prompt served whole from its cache (ollama/ollama#2068, #3427; fixed by #5371). Such a
+    row is flagged, not given a prompt rate; eval_duration 0 (omitted too) gives no server
+    decode rate and no division by zero."""
+    fake.final_fields = {"prompt_eval_count": None, "eval_duration": None, "load_duration": None}
+    stream = OllamaBackend(fake.url).chat("mistral:latest", chat_request())
+    assert (stream.prompt_tokens, stream.prompt_eval_tokens, stream.load_s) == (None, 0, None)
+    m = measure(stream)
+    assert m.prefill_cold is False and m.prompt_tok_s is None and m.server_prompt_tok_s is None
+    assert m.server_ttft_s == pytest.approx(stream.prefill_s)  # no load_duration: none counted
+    assert m.server_decode_tok_s is None and m.decode_source == "client"
+
+
 def test_model_not_found_is_a_request_failure_with_the_server_message(fake):
     # server/routes.go:1646 at v0.9.2: fmt.Sprintf("model %q not found, try pulling it first")
     with pytest.raises(

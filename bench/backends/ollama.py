@@ -114,6 +114,7 @@ class OllamaBackend:
         # `omitempty` (api/types.go Metrics): a zero is sent as no field at all, and an absent
         # field becomes None here, never a zero to divide by.
         reason = final.get("done_reason")
+        prompt = count(final.get("prompt_eval_count"))
         return Stream(
             sent_at=sent,
             chunk_times=times,
@@ -121,7 +122,12 @@ class OllamaBackend:
             text="".join(parts),
             first_answer_at=first_answer,
             thinking="".join(thoughts),
-            prompt_tokens=count(final.get("prompt_eval_count")),
+            prompt_tokens=prompt,
+            # Before Ollama 0.2 the count was of evaluated tokens only, so a prompt served
+            # whole from the cache had 0, which `omitempty` drops (ollama/ollama#2068, #3427;
+            # fixed by #5371). Since then it is the whole prompt and never absent for a
+            # non-empty one: an absent count means nothing was evaluated.
+            prompt_eval_tokens=0 if prompt is None else None,
             prefill_s=_seconds(final.get("prompt_eval_duration")),
             output_tokens=count(final.get("eval_count")),
             decode_s=_seconds(final.get("eval_duration")),
