@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 
 import pytest
 
@@ -344,6 +345,10 @@ def test_the_fake_nvidia_smi_buffers_when_piped_as_stdio_does(tmp_path, monkeypa
         proc.stdout.close()
 
 
+@pytest.mark.skipif(
+    shutil.which("stdbuf") is None or shutil.which("sed") is None,
+    reason="needs coreutils' stdbuf and sed (every Linux CI image has them; macOS has no stdbuf)",
+)
 def test_gpu_sampler_gets_each_sample_as_it_is_taken_through_a_pipe(tmp_path, monkeypatch):
     """stdbuf -oL makes the buffered nvidia-smi line-buffered: samples arrive as taken, so a
     request's window finds them instead of waiting a minute for a 4 KiB block."""
