@@ -115,8 +115,10 @@ lint: setup ## ruff lint and format check
 test: lint engine cdk-cli ## Lint, then run the whole test suite (pytest; builds the engine once)
 	$(PY) -m pytest
 
-bench: setup-bench engine ## Bench every target (the local CPU demo when nothing is deployed), then report
-	$(PY) -m bench run
+# The engine is built only when the demo is what runs (python -m bench run decides and calls
+# `make engine`): benching deployed VMs or a local Ollama never compiles llama.cpp.
+bench: setup-bench ## Bench every target (the local CPU demo when nothing is deployed), then report (YES=1: no question)
+	$(PY) -m bench run --build-engine $(if $(YES),--yes)
 
 plan: setup-bench ## The planned PC and every cloud stand-in side by side, differences flagged
 	$(PY) -m rig plan

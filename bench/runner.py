@@ -1,14 +1,23 @@
 """The run: every target gets the same work; targets run concurrently, and within a target the
 requests run one at a time (one stream, as on the PC).
 
-Each request's result is appended to the store as soon as it completes. A target that is lost
-(refused, tunnel dropped, spot stop, server gone) gets its remaining work written as failed
-with the reason, and the others carry on.
+Every prompt, warm-ups included, opens with its own nonce, so no server can serve its prefill
+from a prefix cache: prompt figures are cold prefills, as llama-bench's pp is.
+
+Each request's result is appended to the store as soon as it completes. A request that fails
+(an error, a malformed stream line, a stalled stream) while the server still answers its health
+check is written as failed and the target goes on. A target that is lost (refused, tunnel
+dropped, spot stop, server gone), or hit by an unexpected error, gets its remaining work written
+as failed with the reason, and the others carry on: every planned request gets a line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import statistics
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,9 +27,11 @@ from bench.http import RequestFailed, TargetLost
 from bench.metrics import Stream, measure
 from bench.schema import RequestResult, TargetInfo
 from bench.store import RunStore, WorkKey, utc_now
-from bench.workload import Request, judge, requests
+from bench.workload import Request, Verdict, judge, requests
 
 WARMUP_PREDICT = 8
+RTT_PINGS = 5
+ERRORS_LOG = "errors.log"  # tracebacks of unexpected errors, beside results.jsonl
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,22 @@ def plan_work(plan: Plan, models: list[str]) -> list[Work]:
     ]
 
 
+class Nonces:
+    """Per-target prompt nonces whose first character cycles through 16 letters, so each of the
+    last 15 prompts sent to a server differs from the next at its very first token (a random
+    hex tail alone would share a first character one time in 16)."""
+
+    LEADS = "ghjkmnpqrstvwxyz"  # 16 letters that are not hex digits
+
+    def __init__(self) -> None:
+        self._i = secrets.randbelow(len(self.LEADS))
+
+    def next(self) -> str:
+        lead = self.LEADS[self._i % len(self.LEADS)]
+        self._i += 1
+        return lead + secrets.token_hex(4)
+
+
 class Runner:
     def __init__(
         self, store: RunStore, targets: list[Target], plan: Plan, progress: Progress | None = None
@@ -108,6 +135,18 @@ class Runner:
             thread.join()
         return [outcomes[t.info.name] for t in self.targets]
 
+    def planned(self) -> set[WorkKey]:
+        return {
+            w.key(t.info.name)
+            for t in self.targets
+            for w in plan_work(self.plan, t.models or self.plan.models)
+        }
+
+    def missing(self) -> set[WorkKey]:
+        """Planned work with no line in results.jsonl (neither measured nor failed)."""
+        have = {(r.target, r.model, r.workload, r.case, r.rep) for r in self.store.results()}
+        return self.planned() - have
+
     # -- one target --------------------------------------------------------------------------
 
     def _run_target(self, target: Target, outcome: TargetOutcome) -> None:
@@ -121,7 +160,10 @@ class Runner:
         for w in todo:
             by_model.setdefault(w.model, []).append(w)
         pending = list(todo)
+        nonces = Nonces()
         try:
+            if todo:
+                self._round_trip(target)
             for model, items in by_model.items():
                 try:
                     self.progress(name, done, total, f"{model}: checking / pulling")
@@ -135,39 +177,70 @@ class Runner:
                     )
                     continue
                 warm_ctx: int | None = None
+                warm_error: str | None = None
                 load_s: float | None = None
-                for i, w in enumerate(items):
+                for w in items:
                     if w.request.num_ctx != warm_ctx:
                         # A new context size reloads the model in Ollama: warm up again so the
                         # reload is never timed as part of a measured request.
+                        warm_ctx, warm_error = w.request.num_ctx, None
                         try:
-                            warm = self._warm_up(target, model, w.request)
-                            load_s = warm.load_s
+                            load_s = self._warm_up(target, model, w.request, nonces).load_s
                         except RequestFailed as exc:
-                            done += self._fail_all(
-                                target, items[i:], pending, outcome, f"warm-up failed: {exc}"
-                            )
-                            break
-                        warm_ctx = w.request.num_ctx
+                            warm_error = f"warm-up failed: {exc}"
+                        except TargetLost as exc:
+                            if not target.backend.alive():
+                                raise
+                            warm_error = f"warm-up failed: {exc}"
+                    if warm_error is not None:  # this context size cannot run; the next may
+                        done += self._fail_all(target, [w], pending, outcome, warm_error)
+                        continue
                     self.progress(
                         name,
                         done,
                         total,
                         f"{model} {w.request.workload}/{w.request.case} #{w.rep + 1}",
                     )
-                    ok = self._measure(target, w, outcome, load_s)
+                    ok = self._measure(target, w, outcome, nonces, load_s)
                     pending.remove(w)
                     done += 1
                     outcome.measured += ok
                     outcome.failed += not ok
         except TargetLost as exc:
-            reason = f"target lost: {exc}"
-            outcome.lost = reason
-            for w in pending:
-                self._fail(target, w, reason)
-                outcome.failed += 1
+            self._lose(target, outcome, pending, f"target lost: {exc}")
+            done = total
+        except Exception as exc:  # a bug or a surprise: never a silent, row-less thread
+            self._log_error(name, exc)
+            self._lose(
+                target,
+                outcome,
+                pending,
+                f"internal error: {exc.__class__.__name__}: {exc} "
+                f"(traceback in {self.store.dir / ERRORS_LOG})",
+            )
             done = total
         self.progress(name, done, total, "lost" if outcome.lost else "done")
+
+    def _lose(
+        self, target: Target, outcome: TargetOutcome, pending: list[Work], reason: str
+    ) -> None:
+        outcome.lost = reason
+        for w in list(pending):
+            self._fail(target, w, reason)
+            pending.remove(w)
+            outcome.failed += 1
+
+    def _log_error(self, name: str, exc: BaseException) -> None:
+        with contextlib.suppress(OSError), (self.store.dir / ERRORS_LOG).open("a") as fh:
+            fh.write(f"--- {utc_now()} target {name}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+
+    def _round_trip(self, target: Target) -> None:
+        """A few tiny requests before the work: the round trip through the tunnel, which the
+        client's TTFT includes and the server's own durations do not."""
+        pings = [t for _ in range(RTT_PINGS) if (t := target.backend.ping()) is not None]
+        if pings:
+            target.info.rtt_ms = round(statistics.median(pings) * 1000, 2)
 
     def _fail_all(
         self,
@@ -191,9 +264,10 @@ class Runner:
 
         return report
 
-    def _warm_up(self, target: Target, model: str, request: Request) -> Stream:
+    def _warm_up(self, target: Target, model: str, request: Request, nonces: Nonces) -> Stream:
         """One unmeasured request: it loads the model, so load time never skews a measured
-        request; the load time it reports is kept as the model's load time."""
+        request; the load time it reports is kept as the model's load time. It carries its own
+        nonce, so it leaves nothing in the prefix cache that a measured prompt could reuse."""
         warm = Request(
             request.workload,
             "warm-up",
@@ -203,34 +277,49 @@ class Runner:
             WARMUP_PREDICT,
             request.num_ctx,
         )
-        return target.backend.chat(model, warm)
+        return target.backend.chat(model, warm.with_nonce(nonces.next()))
 
     def _measure(
-        self, target: Target, work: Work, outcome: TargetOutcome, load_s: float | None = None
+        self,
+        target: Target,
+        work: Work,
+        outcome: TargetOutcome,
+        nonces: Nonces,
+        load_s: float | None = None,
     ) -> bool:
         """Run one request; write its line. Returns ok. Raises TargetLost when the target is
-        gone for good (after one retry, if the server still answers its health check)."""
-        req = work.request
-        mark = target.sampler.mark() if target.sampler else 0.0
+        gone (it no longer answers its health check); a request that fails while the server
+        still answers is written as failed and the target goes on."""
+        nonce = nonces.next()
+        req = work.request.with_nonce(nonce)
+        start = target.sampler.mark() if target.sampler else 0.0
         started = utc_now()
         try:
-            try:
-                stream = target.backend.chat(work.model, req)
-            except TargetLost:
-                if not target.backend.alive():
-                    raise
-                stream = target.backend.chat(work.model, req)  # a blip, not a loss
+            stream = target.backend.chat(work.model, req)
         except RequestFailed as exc:
             self._fail(target, work, str(exc), started)
             outcome.errors.append(str(exc))
             return False
+        except TargetLost as exc:
+            if not target.backend.alive():
+                raise
+            reason = f"request failed, server still up: {exc}"
+            self._fail(target, work, reason, started)
+            outcome.errors.append(reason)
+            return False
+        end = target.sampler.mark() if target.sampler else 0.0  # the stream's end, not later
         m = measure(stream)
-        verdict = judge(req, stream.text)
+        judge_note = None
+        try:
+            verdict = judge(work.request, stream.text)
+        except Exception as exc:  # e.g. undecodable sandbox output: the measurement stands
+            verdict = Verdict()
+            judge_note = f"not judged: {exc.__class__.__name__}: {exc}"[:300]
         try:
             loaded = target.backend.loaded(work.model)
         except (RequestFailed, TargetLost):
             loaded = None
-        gpu = target.sampler.stats_since(mark) if target.sampler else GpuStats(None, None, None)
+        gpu = target.sampler.window(start, end) if target.sampler else GpuStats(None, None, None)
         self.store.append(
             RequestResult(
                 target=target.info.name,
@@ -241,15 +330,27 @@ class Runner:
                 rep=work.rep,
                 ok=True,
                 ttft_s=m.ttft_s,
+                answer_ttft_s=m.answer_ttft_s,
                 prompt_tokens=stream.prompt_tokens,
+                prompt_eval_tokens=stream.prompt_eval_tokens,
+                cached_prompt_tokens=stream.cached_prompt_tokens,
+                prefill_cold=m.prefill_cold,
+                prefill_s=stream.prefill_s,
+                server_ttft_s=m.server_ttft_s,
                 prompt_tok_s=m.prompt_tok_s,
                 output_tokens=m.output_tokens,
+                decode_s=stream.decode_s,
                 decode_tok_s=m.decode_tok_s,
-                server_decode_tok_s=stream.server_decode_tok_s,
-                server_prompt_tok_s=stream.server_prompt_tok_s,
+                stop_reason=stream.stop_reason,
+                decode_source=m.decode_source,
+                client_decode_tok_s=m.client_decode_tok_s,
+                server_decode_tok_s=m.server_decode_tok_s,
+                server_prompt_tok_s=m.server_prompt_tok_s,
                 itl_p50_ms=m.itl_p50_ms,
                 itl_p95_ms=m.itl_p95_ms,
                 e2e_s=m.e2e_s,
+                thinking_chars=len(stream.thinking) if stream.thinking else None,
+                nonce=nonce,
                 load_s=load_s,  # from the warm-up that loaded the model (not mirrored to the PC)
                 num_ctx=req.num_ctx,
                 size_bytes=loaded.size if loaded else None,
@@ -258,8 +359,9 @@ class Runner:
                 gpu_util_pct=gpu.gpu_util_pct,
                 power_w=gpu.power_w,
                 correct=verdict.correct,
-                judge_note=verdict.note,
                 ja_share=verdict.ja_share,
+                kana_share=verdict.kana_share,
+                judge_note=judge_note or verdict.note,
                 answer_chars=len(stream.text),
                 started_at=started,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -25,16 +25,54 @@ class RequestResult:
     rep: int  # 0-based measured repetition (warm-ups are never written)
     ok: bool
     error: str | None = None  # one line, when ok is false
-    ttft_s: float | None = None  # client: request sent -> first content token
-    prompt_tokens: int | None = None
-    prompt_tok_s: float | None = None  # server timings when given, else prompt_tokens / ttft
-    output_tokens: int | None = None
-    decode_tok_s: float | None = None  # client: (tokens - 1) / (last token - first token)
-    server_decode_tok_s: float | None = None  # server's own timing; None when not reported
-    server_prompt_tok_s: float | None = None
-    itl_p50_ms: float | None = None  # inter-token latency percentiles, client side
-    itl_p95_ms: float | None = None
+    # Client side (this machine's clock): over an SSH tunnel these include the network.
+    ttft_s: float | None = None  # request sent -> first streamed token of either kind (thinking
+    #   or answer), as vLLM's bench measures TTFT
+    answer_ttft_s: float | None = None  # request sent -> first answer token (thinking models
+    #   think first; equals ttft_s otherwise)
+    prompt_tokens: int | None = None  # the whole prompt, as the server counts it
+    # Server side: what the engine itself timed (no network in it).
+    prompt_eval_tokens: int | None = None  # prompt tokens the server evaluated (llama.cpp
+    #   timings.prompt_n); None where not reported (Ollama counts the whole prompt), 0 when an
+    #   Ollama before 0.2 left prompt_eval_count out (all of it cached; ollama/ollama#2068)
+    cached_prompt_tokens: int | None = None  # served from the server's prefix cache
+    #   (llama.cpp timings.cache_n, OpenAI usage.prompt_tokens_details.cached_tokens)
+    prefill_cold: bool | None = None  # False: the server says part of the prompt came from its
+    #   cache, so this row's prefill figures are not a cold prefill (prompt_tok_s is None);
+    #   None: the server does not say (Ollama; a per-request nonce keeps it cold there)
+    prefill_s: float | None = None  # server prompt time (Ollama prompt_eval_duration,
+    #   llama.cpp timings.prompt_ms)
+    server_ttft_s: float | None = None  # server side time to first token: this request's model
+    #   load + prefill_s; what the report's prefill/TTFT figures use
+    prompt_tok_s: float | None = None  # cold prefill rate: prompt tokens / prefill_s (server);
+    #   None without server timing or when the prefill was served from cache
+    output_tokens: int | None = None  # the server's count of sampled tokens (Ollama
+    #   eval_count, llama.cpp predicted_n): a thinking model's reasoning tokens and the
+    #   end-of-sequence token are in it, not only the answer's
+    decode_s: float | None = None  # server decode time (Ollama eval_duration, llama.cpp
+    #   predicted_ms): from the first token sampled to the last, output_tokens - 1 passes
+    decode_tok_s: float | None = None  # PRIMARY decode rate: the server's own, per forward
+    #   pass as llama-bench's tg and vLLM's 1/TPOT: (output_tokens - 1) / decode_s (see
+    #   metrics.server_decode_rate: Ollama's printed "eval rate" = eval_count / eval_duration
+    #   reads output_tokens / (output_tokens - 1) higher). Thinking tokens count: a thinking
+    #   model's decode rate covers its reasoning too. The client's figure only where the
+    #   server reports none (see decode_source)
+    stop_reason: str | None = None  # "stop" (end of sequence / stop word) or "length" (cut at
+    #   num_predict): Ollama done_reason, OpenAI finish_reason
+    decode_source: str | None = None  # "server" | "client": where decode_tok_s comes from
+    client_decode_tok_s: float | None = None  # client: (chunks - 1) / (last chunk - first
+    #   chunk), chunks of either kind; one token per chunk on Ollama and llama.cpp
+    server_decode_tok_s: float | None = None  # (output_tokens - 1) / decode_s; None when the
+    #   server reports no timing or fewer than 2 tokens
+    server_prompt_tok_s: float | None = None  # the server's prompt rate as it reports it, even
+    #   when served from cache (Ollama counts cached tokens as evaluated)
+    itl_p50_ms: float | None = None  # inter-CHUNK latency percentiles, client side: the gaps
+    itl_p95_ms: float | None = None  #   between streamed chunks (one token per chunk on Ollama
+    #   and llama.cpp; a server that batches tokens into chunks shows larger gaps), as vLLM's
+    #   bench serve takes ITL per chunk; linear interpolation, numpy's default percentile
     e2e_s: float | None = None  # request sent -> last byte
+    thinking_chars: int | None = None  # reasoning text streamed before the answer, if any
+    nonce: str | None = None  # the per-request marker at the start of the prompt (cold prefill)
     load_s: float | None = None  # model load time, from the warm-up that loaded it (not mirrored)
     num_ctx: int | None = None
     size_bytes: int | None = None  # /api/ps size of the loaded model
@@ -42,9 +80,12 @@ class RequestResult:
     vram_used_mib: float | None = None  # nvidia-smi sample during the request; None without GPU
     gpu_util_pct: float | None = None
     power_w: float | None = None
-    correct: bool | None = None  # long-context: the planted fact found; code: tests passed
-    judge_note: str | None = None  # code: why the check failed or was not run
-    ja_share: float | None = None  # chat-ja: share of letters in kana/kanji
+    correct: bool | None = None  # long-context: the planted fact found; code: tests passed;
+    #   chat-ja: the answer is Japanese (mostly Japanese script, and kana in it: Chinese has none)
+    ja_share: float | None = None  # chat-ja: share of letters in kana/kanji (CJK ideographs count,
+    #   so Chinese scores high too: see kana_share)
+    kana_share: float | None = None  # chat-ja: share of letters in hiragana/katakana
+    judge_note: str | None = None  # why the check failed or was not run (the measurement stands)
     answer_chars: int | None = None
     started_at: str = ""  # ISO 8601 UTC
 
@@ -80,6 +121,9 @@ class TargetInfo:
     usd_per_hour: float | None = None
     price_source: str | None = None
     host_mem_bandwidth_gbs: float | None = None
+    # Round trip to the server measured at the start of the run (median of a few tiny requests):
+    # over an SSH tunnel the client's TTFT includes it; the server's own durations do not.
+    rtt_ms: float | None = None
 
 
 @dataclass
@@ -103,5 +147,9 @@ class RunMeta:
     def from_json(cls, data: dict[str, Any]) -> RunMeta:
         known = {f.name for f in fields(cls)}
         meta = cls(**{k: v for k, v in data.items() if k in known and k != "targets"})
-        meta.targets = [TargetInfo(**t) for t in data.get("targets", [])]
+        target_keys = {f.name for f in fields(TargetInfo)}  # runs written by newer versions
+        meta.targets = [
+            TargetInfo(**{k: v for k, v in t.items() if k in target_keys})
+            for t in data.get("targets", [])
+        ]
         return meta

@@ -32,6 +32,7 @@ class RunStore:
         self.dir = run_dir
         self.results_path = run_dir / RESULTS
         self.meta_path = run_dir / META
+        self.dropped_bytes = 0  # a torn last line cut on open (see _drop_torn_tail)
         self._lock = threading.Lock()
 
     @classmethod
@@ -63,7 +64,34 @@ class RunStore:
                 f"--resume {run_id}: no run there ({run_dir}/meta.json missing) — known runs: "
                 f"{', '.join(known[-5:]) or 'none'}"
             )
-        return cls(run_dir)
+        store = cls(run_dir)
+        store.dropped_bytes = store._drop_torn_tail()
+        return store
+
+    def _drop_torn_tail(self) -> int:
+        """Cut a last line torn by a crash mid-write (kill -9, power loss) back to the last
+        newline, so the next appended line starts on a line of its own. Returns the bytes cut;
+        the torn request was never complete and is simply redone."""
+        if not self.results_path.is_file():
+            return 0
+        with self.results_path.open("rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            keep = size
+            while keep > 0:
+                step = min(keep, 64 * 1024)
+                fh.seek(keep - step)
+                block = fh.read(step)
+                at = block.rfind(b"\n")
+                if at >= 0:
+                    keep = keep - step + at + 1
+                    break
+                keep -= step
+            if keep == size:
+                return 0
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return size - keep
 
     def append(self, result: RequestResult) -> None:
         line = json.dumps(result.to_json(), ensure_ascii=False) + "\n"
@@ -76,7 +104,10 @@ class RunStore:
         if not self.results_path.is_file():
             return []
         out = []
-        for line in self.results_path.read_text(encoding="utf-8").splitlines():
+        # errors="replace": a line torn by a crash can end inside a multi-byte character (an
+        # error text in Japanese); it is skipped below, not a UnicodeDecodeError for the reader.
+        text = self.results_path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             if not line.strip():
                 continue
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,21 @@ class Request:
     def key(self) -> tuple[str, str]:
         return (self.workload, self.case)
 
+    def with_nonce(self, nonce: str) -> Request:
+        """The same request with `nonce` opening its first message, so its prompt differs from
+        every earlier one right after the chat template's opening tokens: the server's prefix
+        cache cannot serve the prompt, and the prefill is measured cold. Ollama's cmd/bench
+        varies its prompts "to defeat KV cache prefix matching" the same way."""
+        first, *rest = self.messages
+        messages = [{**first, "content": f"{nonce}\n{first['content']}"}, *rest]
+        return replace(self, messages=messages)
+
 
 @dataclass(frozen=True)
 class Verdict:
     correct: bool | None = None
     ja_share: float | None = None
+    kana_share: float | None = None
     note: str | None = None  # why a code answer failed, or why it was not judged
 
 
@@ -147,15 +157,39 @@ def requests(name: str, quick: bool = False, max_ctx: int | None = None) -> list
     return out
 
 
-_JA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_KANA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\uff66-\uff9f]")
+_KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# A "Japanese" answer: mostly Japanese script, with kana in it. Chinese is written in the same
+# ideographs (a Simplified Chinese answer scores ja_share 100 %) but uses no kana; ordinary
+# Japanese prose is well over a third kana, so a fifth leaves room for kanji-heavy answers.
+JA_MIN_SHARE = 0.5
+KANA_MIN_SHARE = 0.2
+
+
+def _letters(text: str) -> tuple[int, int, int]:
+    return len(_KANA.findall(text)), len(_KANJI.findall(text)), len(_LATIN.findall(text))
 
 
 def japanese_share(text: str) -> float | None:
     """Share of letters written in kana or kanji; None when the text has no letters."""
-    ja = len(_JA.findall(text))
-    latin = len(_LATIN.findall(text))
-    return None if ja + latin == 0 else ja / (ja + latin)
+    kana, kanji, latin = _letters(text)
+    total = kana + kanji + latin
+    return None if total == 0 else (kana + kanji) / total
+
+
+def kana_share(text: str) -> float | None:
+    """Share of letters written in hiragana or katakana; None when the text has no letters."""
+    kana, kanji, latin = _letters(text)
+    total = kana + kanji + latin
+    return None if total == 0 else kana / total
+
+
+def is_japanese(text: str) -> bool | None:
+    ja, kana = japanese_share(text), kana_share(text)
+    if ja is None or kana is None:
+        return None
+    return ja >= JA_MIN_SHARE and kana >= KANA_MIN_SHARE
 
 
 def extract_code(answer: str) -> str:
@@ -166,7 +200,7 @@ def extract_code(answer: str) -> str:
 
 def judge(request: Request, answer: str) -> Verdict:
     if request.workload == "chat-ja":
-        return Verdict(ja_share=japanese_share(answer))
+        return Verdict(is_japanese(answer), japanese_share(answer), kana_share(answer))
     if "answer" in request.judge:
         return Verdict(correct=request.judge["answer"] in answer)
     if "test" in request.judge:

@@ -534,9 +534,30 @@ class BenchSection(Section):
         default_factory=lambda: list(WORKLOADS), description="Workloads run on every model."
     )
     repetitions: int = Field(3, description="Measured requests per model and workload.")
+    idle_timeout_s: int = Field(
+        60, description="Fail a request whose stream sends no line for this many seconds."
+    )
+    request_timeout_s: int = Field(
+        900, description="Fail a request still running after this many seconds (load included)."
+    )
 
     def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
         out: list[Problem] = []
+        if not 1 <= self.idle_timeout_s <= 3600:
+            out.append(
+                self.p(
+                    "idle_timeout_s",
+                    f"{self.idle_timeout_s} must be between 1 and 3600 — e.g. idle_timeout_s = 60",
+                )
+            )
+        if not self.idle_timeout_s <= self.request_timeout_s <= 86400:
+            out.append(
+                self.p(
+                    "request_timeout_s",
+                    f"{self.request_timeout_s} must be at least idle_timeout_s "
+                    f"({self.idle_timeout_s}) and at most 86400 — e.g. request_timeout_s = 900",
+                )
+            )
         if not self.models:
             out.append(
                 self.p("models", 'is empty — list at least one model, e.g. models = ["llama3:8b"]')

@@ -1,7 +1,8 @@
 """Benchmark of the bench harness itself (a script that prints figures, not a timed test).
 
 Prints:
-1. client-vs-server decode difference in %, on the real llama.cpp server (make engine);
+1. client-vs-server decode difference in %, on the real llama.cpp server (make engine), and its
+   cold prefill per prompt length (prompt tokens evaluated, cached, TTFT, prefill tok/s);
 2. harness CPU seconds per 1,000 generated tokens (this process only; the server runs apart);
 3. wall time of N concurrent targets vs the slowest target alone (loopback Ollama stand-ins
    with different token rates, so the engine's CPU use does not blur the harness's).
@@ -31,7 +32,9 @@ from bench.store import RunStore  # noqa: E402
 
 
 def real_engine(reps: int) -> None:
-    plan = Plan([engine.MODEL_NAME], ["chat-en", "chat-ja", "code"], reps, quick=True)
+    plan = Plan(
+        [engine.MODEL_NAME], ["chat-en", "chat-ja", "code", "long-context"], reps, quick=True
+    )
     with engine.LocalEngine(threads=2) as eng, tempfile.TemporaryDirectory() as tmp:
         store = RunStore.create(Path(tmp), "perf")
         info = TargetInfo(name="llama", url=eng.url, backend="openai")
@@ -40,9 +43,9 @@ def real_engine(reps: int) -> None:
         cpu = time.process_time() - cpu0
         results = [r for r in store.results() if r.ok]
     diffs = [
-        (r.decode_tok_s - r.server_decode_tok_s) / r.server_decode_tok_s * 100
+        (r.client_decode_tok_s - r.server_decode_tok_s) / r.server_decode_tok_s * 100
         for r in results
-        if r.decode_tok_s and r.server_decode_tok_s
+        if r.client_decode_tok_s and r.server_decode_tok_s
     ]
     tokens = sum(r.output_tokens or 0 for r in results)
     print(f"requests measured: {len(results)}, output tokens: {tokens}")
@@ -54,6 +57,21 @@ def real_engine(reps: int) -> None:
         f"harness CPU: {cpu:.3f} s in all = {cpu / tokens * 1000:.3f} s per 1,000 tokens "
         "(includes the warm-up and the sandboxed code checks' process start-up)"
     )
+    # Cold prefill per prompt length (medians over the repetitions): TTFT must grow with it.
+    print("prompt tokens | evaluated | cached | server TTFT s | client TTFT s | prefill tok/s")
+    by_case: dict[str, list] = {}
+    for r in results:
+        by_case.setdefault(f"{r.workload}/{r.case}", []).append(r)
+
+    def med(rs: list, attr: str) -> float:
+        return statistics.median(getattr(r, attr) or 0 for r in rs)
+
+    for case, rs in sorted(by_case.items(), key=lambda kv: kv[1][0].prompt_tokens or 0):
+        print(
+            f"{med(rs, 'prompt_tokens'):>13.0f} | {med(rs, 'prompt_eval_tokens'):>9.0f} | "
+            f"{med(rs, 'cached_prompt_tokens'):>6.0f} | {med(rs, 'server_ttft_s'):>13.3f} | "
+            f"{med(rs, 'ttft_s'):>13.3f} | {med(rs, 'prompt_tok_s'):>13.0f}   {case}"
+        )
 
 
 def concurrency(n: int, reps: int) -> None:

@@ -94,7 +94,14 @@ try:
            "note": getattr(r, "note", None)}}
 except BaseException as exc:
     out = {{"output": "", "chars": 0, "error": type(exc).__name__ + ": " + str(exc)[:200]}}
-out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process image's own peak (reset by execve). ru_maxrss is not: Linux keeps the
+# forked copy's high-water mark across execve, so a big parent (a long pytest run) leaks into it.
+try:
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["maxrss_mib"] = hwm / 1024
 print(json.dumps(out))
 """
     proc = subprocess.run(

@@ -20,6 +20,7 @@ from fake_ollama import FakeOllama
 from bench.backends import OllamaBackend
 from bench.gpu import GpuSampler
 from bench.targets import Remote, SshTunnel, TargetError, free_port, wait_for_port
+from bench.workload import requests
 
 SSHD = "/usr/sbin/sshd"
 
@@ -66,6 +67,9 @@ def test_tunnel_reaches_a_loopback_only_server_and_closes(sshd):
         try:
             assert url != fake.url and url.startswith("http://127.0.0.1:")
             assert OllamaBackend(url).version() == "0.5.1"
+            # /api/ps lists what is loaded: load it through the tunnel first
+            stream = OllamaBackend(url).chat("mistral:latest", requests("chat-en", quick=True)[0])
+            assert stream.text == "The sky is blue."
             assert OllamaBackend(url).loaded("mistral:latest").size_vram == 5137025024
         finally:
             tunnel.close()
@@ -87,21 +91,31 @@ def test_gpu_sampler_runs_nvidia_smi_through_ssh(sshd, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     smi = fake_bin / "nvidia-smi"
-    # Stands in for the VM's nvidia-smi in its -lms loop mode: the documented CSV, one line per
-    # sample, "[N/A]" where the board reports no power.
+    # Stands in for the VM's nvidia-smi in its -lms loop mode: the documented CSV with its own
+    # `timestamp` ("YYYY/MM/DD HH:MM:SS.msec", the VM's local time: here UTC+9), one line per
+    # sample, "[N/A]" where the board reports no power. The first line comes at once, the rest
+    # in one burst at the end, as a buffered pipe over SSH delivers them.
     smi.write_text(
-        "#!/bin/sh\nfor i in 1 2 3 4 5 6; do\n"
-        '  echo "0, Tesla T4, $((5000 + i * 100)), 15360, 9$i, [N/A]"\n'
-        "  sleep 0.2\ndone\n"
+        "#!/bin/sh\nout=''\nfor i in 1 2 3 4 5 6; do\n"
+        "  line=\"$(TZ=JST-9 date +'%Y/%m/%d %H:%M:%S.%3N'), 0, Tesla T4, $((5000 + i * 100)),"
+        ' 15360, 9$i, [N/A]"\n'
+        '  if [ $i = 1 ]; then echo "$line"; else out="$out$line\n"; fi\n'
+        '  sleep 0.5\ndone\nprintf "$out"\n'
     )
     smi.chmod(0o755)
     sampler = GpuSampler(
-        [*sshd.ssh_argv(), "env", f"PATH={fake_bin}:/usr/bin:/bin"], interval_ms=200
+        [*sshd.ssh_argv(), "env", f"PATH={fake_bin}:/usr/bin:/bin"], interval_ms=500
     )
-    mark = sampler.mark()
     sampler.start()
-    time.sleep(2.5)
-    stats = sampler.stats_since(mark)
-    sampler.stop()
-    assert stats.vram_used_mib == 5600 and stats.power_w is None
-    assert 91 <= stats.gpu_util_pct <= 96
+    deadline = time.monotonic() + 15
+    while not sampler._samples and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = time.time()  # sample 1 was taken just before this, sample i (i - 1) x 0.5 s later
+    try:
+        # The window holds samples 3 and 4 (taken ~1.0 s and ~1.5 s after the first), which
+        # only arrive ~3 s after the first: placed by arrival, none would be in it.
+        stats = sampler.window(first + 0.75, first + 1.75, wait_s=10)
+    finally:
+        sampler.stop()
+    assert stats.vram_used_mib == 5400 and stats.power_w is None
+    assert stats.gpu_util_pct == pytest.approx(93.5)

@@ -84,11 +84,11 @@ def test_add_from_a_running_ollama_reads_api_show_and_api_tags(tmp_path):
     assert "POST /api/show" in asked and "GET /api/tags" in asked
     entry = entries(mine)["models"]["llama3-doc:8b"]
     # docs/api.md "Show Model Information": llama, 32 blocks, 8 KV heads, 32 heads over 4096
-    # (head dim 128), context 8192, 8,030,261,248 parameters, Q4_0; /api/tags' documented
-    # example lists every model here at 7,365,960,935 bytes (the stand-in's quirk).
+    # (head dim 128), context 8192, 8,030,261,248 parameters, Q4_0; the stand-in lists every
+    # model at the size of /api/tags' documented example (v0.9.2 docs/api.md: 4,683,075,271).
     assert (entry["block_count"], entry["head_count_kv"], entry["key_length"]) == (32, 8, 128)
     assert (entry["context_length"], entry["quantization"]) == (8192, "Q4_0")
-    assert entry["parameters_b"] == 8.03 and entry["download_gb"] == 7.366
+    assert entry["parameters_b"] == 8.03 and entry["download_gb"] == 4.683
     assert entry["categories"] == ["general", "code"] and "field_sources" not in entry
     assert entries(mine)["sources"][entry["source"]]["url"] == f"{fake.url}/api/show"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.backends.base import Backend, Loaded, PullProgress
+from bench.backends.base import Backend, Loaded, PullProgress, StreamLimits
 from bench.backends.ollama import OllamaBackend
 from bench.backends.openai import OpenAIBackend
 
@@ -15,11 +15,12 @@ __all__ = [
     "OllamaBackend",
     "OpenAIBackend",
     "PullProgress",
+    "StreamLimits",
     "make_backend",
 ]
 
 
-def make_backend(kind: str, url: str) -> Backend:
+def make_backend(kind: str, url: str, limits: StreamLimits | None = None) -> Backend:
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r} — use one of: {', '.join(BACKENDS)}")
-    return BACKENDS[kind](url)
+    return BACKENDS[kind](url, limits)

@@ -6,29 +6,41 @@ import json
 import time
 from typing import Any
 
-from bench.backends.base import Loaded, PullProgress
+from bench.backends.base import (
+    Loaded,
+    PullProgress,
+    StreamLimits,
+    ThinkSplitter,
+    count,
+    duration,
+    malformed,
+)
 from bench.http import Client, RequestFailed, TargetLost
 from bench.metrics import Stream
 from bench.workload import Request
 
 NS = 1e9  # Ollama reports durations in nanoseconds
 KEEP_ALIVE = "30m"  # keep the model loaded between a target's requests
+# A pull streams progress lines while it downloads, but "verifying sha256 digest" can be silent
+# for minutes on a large model: a pull fails after this long without a line.
+PULL_IDLE_S = 600.0
 
 
-def _rate(count: int | None, duration_ns: int | None) -> float | None:
-    if not count or not duration_ns:
-        return None
-    return count / duration_ns * NS
+def _seconds(duration_ns: Any) -> float | None:
+    return duration(duration_ns, NS)
 
 
 class OllamaBackend:
     name = "ollama"
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, limits: StreamLimits | None = None):
         self.base_url = base_url
         self.http = Client(base_url)
+        self.limits = limits or StreamLimits()
 
     def chat(self, model: str, request: Request) -> Stream:
+        """Stream /api/chat. Ollama cannot be told to skip its prefix cache: the runner puts a
+        distinct nonce at the start of every prompt instead (as Ollama's own cmd/bench does)."""
         payload = {
             "model": model,
             "messages": request.messages,
@@ -43,52 +55,111 @@ class OllamaBackend:
         }
         sent = time.perf_counter()
         times: list[float] = []
+        first_answer: float | None = None
         parts: list[str] = []
+        thoughts: list[str] = []
         final: dict[str, Any] | None = None
-        for line in self.http.lines("/api/chat", payload):
+        splitter = ThinkSplitter()
+        lines = self.http.lines(
+            "/api/chat",
+            payload,
+            idle_timeout_s=self.limits.idle_timeout_s,
+            deadline_s=self.limits.request_timeout_s,
+        )
+        for line in lines:
             now = time.perf_counter()
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise malformed(self.base_url, line, "not JSON") from None
+            if not isinstance(obj, dict):
+                raise malformed(self.base_url, line, "not an object")
             if "error" in obj:  # an error can arrive mid-stream, after HTTP 200
                 raise RequestFailed(f"ollama: {obj['error']}")
-            content = (obj.get("message") or {}).get("content") or ""
-            if content:
+            message = obj.get("message") or {}
+            content = message.get("content") if isinstance(message, dict) else None
+            # api/types.go Message.Thinking: the reasoning of thinking models, streamed apart
+            # from the answer (docs/api.md "thinking").
+            thinking = message.get("thinking") if isinstance(message, dict) else None
+            if not isinstance(message, dict) or not all(
+                isinstance(x, str | None) for x in (content, thinking)
+            ):
+                raise malformed(self.base_url, line, "message is not text")
+            if thinking:
+                thoughts.append(thinking)
+            if content:  # "<think>" reasoning inside content, when the server did not split it
+                thought, answer = splitter.add(content)
+                if thought:
+                    thoughts.append(thought)
+                if answer:
+                    parts.append(answer)
+                    first_answer = first_answer if first_answer is not None else now
+            if thinking or content:
                 times.append(now)
-                parts.append(content)
             if obj.get("done"):
                 final = obj
                 break
         done = time.perf_counter()
+        thought, answer = splitter.flush()
+        thoughts.append(thought)
+        parts.append(answer)
+        if answer and first_answer is None and times:
+            first_answer = times[-1]
         if final is None:
             raise TargetLost(f"{self.base_url}: stream ended without its final object")
+        # The final object (docs/api.md): prompt_eval_count is the whole prompt even when the
+        # runner reused a cached prefix; prompt_eval_duration covers only what it evaluated
+        # (runner/ollamarunner/runner.go at v0.9.2: PromptEvalCount = numPromptInputs,
+        # PromptEvalDuration = startGenerationTime - startProcessingTime). Every metric is
+        # `omitempty` (api/types.go Metrics): a zero is sent as no field at all, and an absent
+        # field becomes None here, never a zero to divide by.
+        reason = final.get("done_reason")
+        prompt = count(final.get("prompt_eval_count"))
         return Stream(
             sent_at=sent,
-            token_times=times,
+            chunk_times=times,
             done_at=done,
             text="".join(parts),
-            prompt_tokens=final.get("prompt_eval_count"),
-            output_tokens=final.get("eval_count"),
-            server_decode_tok_s=_rate(final.get("eval_count"), final.get("eval_duration")),
-            server_prompt_tok_s=_rate(
-                final.get("prompt_eval_count"), final.get("prompt_eval_duration")
-            ),
-            load_s=(final["load_duration"] / NS) if final.get("load_duration") else None,
+            first_answer_at=first_answer,
+            thinking="".join(thoughts),
+            prompt_tokens=prompt,
+            # Before Ollama 0.2 the count was of evaluated tokens only, so a prompt served
+            # whole from the cache had 0, which `omitempty` drops (ollama/ollama#2068, #3427;
+            # fixed by #5371). Since then it is the whole prompt and never absent for a
+            # non-empty one: an absent count means nothing was evaluated.
+            prompt_eval_tokens=0 if prompt is None else None,
+            prefill_s=_seconds(final.get("prompt_eval_duration")),
+            output_tokens=count(final.get("eval_count")),
+            decode_s=_seconds(final.get("eval_duration")),
+            load_s=_seconds(final.get("load_duration")),
+            stop_reason=reason if isinstance(reason, str) else None,
         )
+
+    def ping(self) -> float | None:
+        start = time.perf_counter()
+        try:
+            self.http.json_object("GET", "/api/version", timeout_s=5)
+        except (TargetLost, RequestFailed):
+            return None
+        return time.perf_counter() - start
 
     def alive(self) -> bool:
         try:
-            self.http.json("GET", "/api/version", timeout_s=5)
+            self.http.json_object("GET", "/api/version", timeout_s=5)
         except (TargetLost, RequestFailed):
             return False
         return True
 
     def version(self) -> str | None:
         try:
-            return self.http.json("GET", "/api/version", timeout_s=5).get("version")
+            version = self.http.json_object("GET", "/api/version", timeout_s=5).get("version")
         except (TargetLost, RequestFailed):
             return None
+        return version if isinstance(version, str) else None
 
     def has_model(self, model: str) -> bool:
-        tags = self.http.json("GET", "/api/tags").get("models") or []
+        tags = self.http.json_object("GET", "/api/tags", timeout_s=30).get("models") or []
+        tags = [m for m in tags if isinstance(m, dict)] if isinstance(tags, list) else []
         names = {m.get("name") for m in tags} | {m.get("model") for m in tags}
         wanted = {model, model if ":" in model else f"{model}:latest"}
         return bool(names & wanted)
@@ -100,18 +171,26 @@ class OllamaBackend:
     def pull(self, model: str, progress: PullProgress | None = None) -> None:
         """Pull (resumable on the server side); chunks may lack `completed` at first."""
         last = ""
-        for line in self.http.lines("/api/pull", {"model": model, "stream": True}):
-            obj = json.loads(line)
+        lines = self.http.lines(
+            "/api/pull", {"model": model, "stream": True}, idle_timeout_s=PULL_IDLE_S
+        )
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise malformed(self.base_url, line, "not JSON") from None
+            if not isinstance(obj, dict):
+                raise malformed(self.base_url, line, "not an object")
             if "error" in obj:
                 raise RequestFailed(f"ollama pull {model}: {obj['error']}")
-            last = obj.get("status", "")
+            last = str(obj.get("status", ""))
             if progress is not None:
-                progress(last, obj.get("completed"), obj.get("total"))
+                progress(last, count(obj.get("completed")), count(obj.get("total")))
         if last != "success":
             raise TargetLost(f"{self.base_url}: pull of {model} ended at {last!r}, not success")
 
     def show(self, model: str) -> dict[str, Any]:
-        return self.http.json("POST", "/api/show", {"model": model})
+        return self.http.json_object("POST", "/api/show", {"model": model}, timeout_s=60)
 
     def describe(self, model: str) -> dict[str, Any]:
         """The model's details and architecture from /api/show, without the tokenizer arrays."""
@@ -127,16 +206,18 @@ class OllamaBackend:
             "expert_count",
             "expert_used_count",
         )
+        model_info = info.get("model_info")
         arch = {
             k: v
-            for k, v in (info.get("model_info") or {}).items()
+            for k, v in (model_info if isinstance(model_info, dict) else {}).items()
             if k.startswith("general.") or k.rsplit(".", 1)[-1] in keep
         }
-        return {"details": info.get("details") or {}, "model_info": arch}
+        details = info.get("details")
+        return {"details": details if isinstance(details, dict) else {}, "model_info": arch}
 
     def loaded(self, model: str) -> Loaded | None:
-        running = self.http.json("GET", "/api/ps", timeout_s=10).get("models") or []
-        for entry in running:
-            if model in (entry.get("name"), entry.get("model")):
-                return Loaded(int(entry.get("size") or 0), int(entry.get("size_vram") or 0))
+        running = self.http.json_object("GET", "/api/ps", timeout_s=10).get("models") or []
+        for entry in running if isinstance(running, list) else []:
+            if isinstance(entry, dict) and model in (entry.get("name"), entry.get("model")):
+                return Loaded(count(entry.get("size")) or 0, count(entry.get("size_vram")) or 0)
         return None

@@ -52,6 +52,20 @@ def stat(values: Iterable[float | None]) -> Stat | None:
     return Stat(len(vals), statistics.fmean(vals), sd)
 
 
+def prefill_ttft(r: RequestResult) -> float | None:
+    """TTFT for the prefill figures: the server's own (load + prefill, no tunnel in it) where it
+    reports one, else the client's; None when the prefill came from the server's cache."""
+    if r.prefill_cold is False:
+        return None
+    return r.server_ttft_s if r.server_ttft_s is not None else r.ttft_s
+
+
+def japanese_share(r: RequestResult) -> float | None:
+    """A chat-ja answer judged not Japanese (no kana: e.g. Chinese) counts 0, however many
+    ideographs it has."""
+    return 0.0 if r.correct is False else r.ja_share
+
+
 def fmt_stat(s: Stat | None, digits: int = 1) -> str:
     return "—" if s is None else f"{s.mean:.{digits}f} ± {s.sd:.{digits}f}"
 

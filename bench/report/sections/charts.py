@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import charts
-from bench.report.context import Ctx, stat
+from bench.report.context import Ctx, prefill_ttft, stat
 from bench.report.document import Image, Section
 
 
@@ -29,8 +29,9 @@ def sec_charts(c: Ctx) -> Section:
             ))  # fmt: skip
     decode = charts.grouped_bars(models, series, c.t("chart_decode"), c.t("axis_tok_s"), c.lang)
     ttft_points = {
-        c.label(n): [(r.prompt_tokens, r.ttft_s) for r in c.run.ok
-                     if r.target == n and r.prompt_tokens is not None and r.ttft_s is not None]
+        c.label(n): [(r.prompt_tokens, t) for r in c.run.ok
+                     if r.target == n and r.prompt_tokens is not None
+                     and (t := prefill_ttft(r)) is not None]
         for n in c.run.target_names()
     }  # fmt: skip
     ttft = charts.scatter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.report.context import Ctx, pct, stat
+from bench.report.context import Ctx, japanese_share, pct, stat
 from bench.report.document import Block, Section, Table
 
 
@@ -19,7 +19,7 @@ def sec_quality(c: Ctx) -> Section:
                 if r.correct is not None:
                     by_case[r.case].append(r.correct)
             cases = ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_case.items()))
-            ja = stat(r.ja_share for r in rs if r.workload == "chat-ja")
+            ja = stat(japanese_share(r) for r in rs if r.workload == "chat-ja")
             if rs and (cases or ja):
                 rows.append([model, c.label(name), cases or "—", pct(ja.mean if ja else None)])
     headers = [c.t("model"), c.t("target"), f"long-context {c.t('correct')}", c.t("ja_share")]

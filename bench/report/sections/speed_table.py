@@ -3,7 +3,7 @@ each cloud source's projection underneath (and a flag when they disagree)."""
 
 from __future__ import annotations
 
-from bench.report.context import SPEED_WORKLOADS, Ctx, fmt, fmt_stat, stat
+from bench.report.context import SPEED_WORKLOADS, Ctx, fmt, fmt_stat, prefill_ttft, stat
 from bench.report.document import Block, Section, Table
 
 
@@ -22,7 +22,7 @@ def sec_speed(c: Ctx) -> Section:
             rows.append([
                 c.label(name), fmt_stat(stat(r.decode_tok_s for r in rs)),
                 fmt_stat(stat(r.prompt_tok_s for r in rs), 0),
-                fmt_stat(stat(r.ttft_s for r in rs), 2), str(len(rs)),
+                fmt_stat(stat(prefill_ttft(r) for r in rs), 2), str(len(rs)),
             ])  # fmt: skip
         for card in c.planned:
             fig = c.figure(model, card)
@@ -48,7 +48,7 @@ def sec_speed(c: Ctx) -> Section:
 def _ttft(c: Ctx, model: str, src: str, projected_prompt: float | None) -> float | None:
     """The source's TTFT scaled by its prefill speed over the projected one (None without)."""
     rows = c.rows(model, src, speed_only=True)
-    ttft, prompt = stat(r.ttft_s for r in rows), stat(r.prompt_tok_s for r in rows)
+    ttft, prompt = stat(prefill_ttft(r) for r in rows), stat(r.prompt_tok_s for r in rows)
     if not (projected_prompt and ttft and prompt):
         return None
     return ttft.mean * prompt.mean / projected_prompt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report.context import CATEGORY_WORKLOADS, INTERACTIVE_TOK_S, Ctx, stat
+from bench.report.context import CATEGORY_WORKLOADS, INTERACTIVE_TOK_S, Ctx, japanese_share, stat
 from bench.report.document import Block, Section, Table
 
 
@@ -33,7 +33,7 @@ def model_facts(c: Ctx, model: str) -> ModelFacts:
         judged = [r.correct for r in rows if r.workload == workload and r.correct is not None]
         return sum(judged) / len(judged) if judged else None
 
-    ja = stat(r.ja_share for r in rows if r.workload == "chat-ja")
+    ja = stat(japanese_share(r) for r in rows if r.workload == "chat-ja")
     return ModelFacts(
         model, cats, extra, f.verdict if f else "—", {k: c.pc_decode(model, k) for k in c.planned},
         ja.mean if ja else None, share_true("code"), share_true("long-context"),
