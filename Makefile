@@ -89,9 +89,10 @@ synth-aws: setup cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag che
 	$(PY) -m rig synth-aws
 
 deploy-aws: setup cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deploy, SSH, Ansible (YES=1: no question)
-	$(PY) -m rig deploy aws $(if $(YES),--yes)
+	$(PY) -m rig deploy aws $(if $(YES),--yes) $(if $(REPLACE),--replace)
 
-destroy: setup cdk-cli ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
+# destroy needs Python only: AWS is removed with boto3 (no Node.js, no CDK CLI).
+destroy: setup ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
 	@rc=0; $(PY) -m rig destroy aws || rc=1; \
 	$(PY) -m rig destroy azure || rc=1; exit $$rc
 

@@ -1,0 +1,42 @@
+"""One region's boto3 clients. Tests hand in a moto- or fake-backed `boto3.Session`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+
+class Aws:
+    """The boto3 clients of one region, created once each."""
+
+    def __init__(self, region: str, session: boto3.Session | None = None):
+        self.region = region
+        self.session = session or boto3.Session(region_name=region)
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, region_name=self.region)
+        return self._clients[service]
+
+    def caller(self) -> tuple[str, str]:
+        """(account id, ARN) of the credentials in use."""
+        ident = self.client("sts").get_caller_identity()
+        return ident["Account"], ident["Arn"]
+
+
+# How a command gets the clients of a region (tests pass a factory over their own session).
+AwsFactory = Callable[[str], Aws]
+
+
+def owner_of(arn: str) -> str:
+    """A stable owner tag from an STS ARN: the IAM user or role name (not the session)."""
+    resource = arn.split(":", 5)[-1]  # user/alice, assumed-role/Admin/session, root
+    parts = resource.split("/")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def tags_of(items: list[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or []}
