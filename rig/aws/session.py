@@ -6,6 +6,22 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
+
+# One loader of botocore's service models for every session: parsing the EC2 model takes about
+# half a second, and a run opens a session per region. Credentials stay per session.
+_LOADER: botocore.loaders.Loader | None = None
+
+
+def new_session(region: str) -> boto3.Session:
+    global _LOADER
+    core = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _LOADER)
+    return boto3.Session(botocore_session=core, region_name=region)
 
 
 class Aws:
@@ -13,7 +29,7 @@ class Aws:
 
     def __init__(self, region: str, session: boto3.Session | None = None):
         self.region = region
-        self.session = session or boto3.Session(region_name=region)
+        self.session = session or new_session(region)
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:

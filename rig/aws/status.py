@@ -131,8 +131,21 @@ def _row(aws: Aws, state: VmState, now: dt.datetime) -> dict[str, Any]:
                 "its spot request is no longer active, so this VM can no longer be stopped "
                 "(EC2 User Guide, Stop a Spot Instance): idle stops fail — make destroy"
             )
-        if req_code == "schedule-expired" or (req_state == "cancelled" and "expired" in req_code):
-            notes.append("the spot request expired (ValidUntil) — make destroy, then deploy")
+        ends = request.get("ValidUntil")
+        if req_code == "schedule-expired" or (
+            req_state == "cancelled" and isinstance(ends, dt.datetime) and ends <= now
+        ):
+            # An expired request is "cancelled" ("schedule-expired", or the stopped
+            # instance's own code): EC2 User Guide, "Spot request status".
+            notes.append(
+                "the spot request expired (ValidUntil): the VM can no longer be stopped or "
+                "started — make destroy, then deploy again"
+            )
+        if req_state == "open":
+            notes.append(
+                "the spot request is open: EC2 launches a new VM as soon as capacity allows — "
+                "make destroy cancels it"
+            )
     until = state.extra.get("spot_valid_until")
     if until and name != "terminated":
         end = _parse(str(until))
