@@ -1,25 +1,33 @@
 """The AWS stack, offline: synth through the pinned CDK CLI (cfn-lint, cdk-nag report) and
-in-process through aws_cdk.assertions. Each app is synthesized once per session (jsii is slow)."""
+in-process through aws_cdk.assertions. Each app is synthesized once per session (jsii is slow).
+Heavy: run under `flock /tmp/rehearsal-heavy.lock` with other synth suites."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Template
 
-from rig import aws
+from rig.aws import names as aws
+from rig.aws.cdk_cli import CDK_DIR, CdkCli
 
-CDK_DIR = aws.CDK_DIR
 REGION = "eu-west-1"
 DEADLINE = "2030-01-02T03:04:05"
 SSH_CIDR = "203.0.113.7/32"
+AMI = "ami-0a1b2c3d4e5f60718"  # pinned at the first deploy (rig.aws.preflight)
+VALID_UNTIL = "2027-11-28T00:00:00Z"
 G4DN = aws.stack_name("g4dn.2xlarge")
 G5 = aws.stack_name("g5.2xlarge")
+G6 = aws.stack_name("g6.2xlarge")
+TEMPLATE_BODY_LIMIT = 51_200  # CloudFormation CreateStack/CreateChangeSet TemplateBody, bytes
 TAGS = {"project": "gpu-rehearsal", "profile": "cdktest", "owner": "tester"}
 # Resource types that accept Tags in CloudFormation and that this stack creates.
 TAGGABLE = {
@@ -38,7 +46,7 @@ TAGGABLE = {
 SPOT_PROFILE = """
 [aws]
 region = "eu-west-1"
-instance_types = ["g4dn.2xlarge", "g5.2xlarge"]
+instance_types = ["g4dn.2xlarge", "g5.2xlarge", "g6.2xlarge@eu-north-1"]
 spot = true
 spot_max_price = 0.6
 disk_gb = 250
@@ -68,6 +76,8 @@ daily_shutdown = "off"
 
 
 def context(config: Path) -> dict[str, str]:
+    """What a deploy hands the app (rig/aws/deploy.py): g4dn and g6 pinned, g5 left to the
+    offline defaults (the AMI as an SSM parameter)."""
     return {
         aws.CTX_CONFIG: str(config),
         aws.CTX_PROFILE_NAME: "cdktest",
@@ -76,6 +86,10 @@ def context(config: Path) -> dict[str, str]:
         aws.CTX_PUBLIC_KEY: aws.PLACEHOLDER_PUBLIC_KEY,
         aws.CTX_DEADLINE: DEADLINE,
         aws.CTX_AZ_PREFIX + "g4dn.2xlarge": "eu-west-1b",
+        aws.CTX_AMI_PREFIX + "g4dn.2xlarge": AMI,
+        aws.CTX_VALID_UNTIL_PREFIX + "g4dn.2xlarge": VALID_UNTIL,
+        aws.CTX_AMI_PREFIX + "g6.2xlarge": AMI,
+        aws.CTX_VALID_UNTIL_PREFIX + "g6.2xlarge": VALID_UNTIL,
     }
 
 
@@ -97,7 +111,7 @@ def spot_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cli_out(tmp_path_factory: pytest.TempPathFactory, spot_config: Path) -> Path:
     """`cdk synth` through the pinned npm CLI, offline (telemetry, notices, version check off)."""
-    cli = aws.CdkCli(output=tmp_path_factory.mktemp("cdk.out"))
+    cli = CdkCli(output=tmp_path_factory.mktemp("cdk.out"))
     assert cli.binary.exists(), "the pinned CDK CLI is missing: run `npm ci --prefix cdk`"
     cmd = cli.command("synth", "--quiet", context=context(spot_config))
     proc = subprocess.run(
@@ -115,7 +129,6 @@ def cdk_app() -> Any:
 
 def _templates(app_module: Any, config: Path, outdir: Path) -> dict[str, dict[str, Any]]:
     import aws_cdk as cdk
-    from aws_cdk.assertions import Template
 
     app = cdk.App(context=context(config), outdir=str(outdir))
     _, stacks = app_module.build(app)
@@ -153,24 +166,46 @@ def lt_data(template: dict[str, Any]) -> dict[str, Any]:
 
 def test_cli_synth_writes_one_template_per_instance_type(cli_out: Path) -> None:
     names = sorted(p.name for p in cli_out.glob("*.template.json"))
-    assert names == [f"{G4DN}.template.json", f"{G5}.template.json"]
+    assert names == [f"{G4DN}.template.json", f"{G5}.template.json", f"{G6}.template.json"]
     # CDK_HOME lives inside the workspace and is never committed.
     assert ".cdk-home/" in (CDK_DIR / ".gitignore").read_text().splitlines()
-    for path in cli_out.glob("*.template.json"):
-        template = json.loads(path.read_text())
-        # Bootstrapless: no bootstrap version check, and small enough to deploy inline.
+
+
+def test_cloud_assembly_needs_no_bootstrap(cli_out: Path) -> None:
+    """Defect 1: the manifest names no role (BootstraplessSynthesizer still wrote the
+    cdk-hnb659fds-cfn-exec-role that the CLI passes to CloudFormation as RoleARN; aws-cdk#20648)
+    and no bootstrap version; each template fits CloudFormation's inline TemplateBody."""
+    manifest = json.loads((cli_out / "manifest.json").read_text())
+    stacks = {k: a for k, a in manifest["artifacts"].items() if a["type"].endswith(":stack")}
+    assert sorted(stacks) == [G4DN, G5, G6]
+    text = json.dumps(stacks)
+    for needle in ("RoleArn", "roleArn", "role-arn", "hnb659fds", "BootstrapVersion", "bootstrap"):
+        assert needle not in text, needle
+    for name, artifact in stacks.items():
+        assert set(artifact["properties"]) <= {
+            "templateFile",
+            "tags",
+            "terminationProtection",
+            "validateOnSynth",
+        }, name
+        template_path = cli_out / artifact["properties"]["templateFile"]
+        template = json.loads(template_path.read_text())
         assert "BootstrapVersion" not in template.get("Parameters", {})
-        assert path.stat().st_size < 51_200 * 0.8
+        assert "CheckBootstrapVersion" not in template.get("Rules", {})
+        assert template_path.stat().st_size < TEMPLATE_BODY_LIMIT
+    # Each stack in its own region: g6 (L4) where it is offered.
+    assert stacks[G6]["environment"] == "aws://unknown-account/eu-north-1"
+    assert stacks[G4DN]["environment"] == "aws://unknown-account/eu-west-1"
 
 
-def test_cfn_lint_clean_for_eu_west_1(cli_out: Path) -> None:
+def test_cfn_lint_clean_in_each_stacks_region(cli_out: Path) -> None:
     from cfnlint.api import ManualArgs, lint_file
 
-    files = sorted(cli_out.glob("*.template.json"))
-    assert len(files) == 2
-    for path in files:
-        matches = lint_file(path, config=ManualArgs(regions=[REGION]))
-        assert [str(m) for m in matches] == []
+    regions = {G4DN: REGION, G5: REGION, G6: "eu-north-1"}
+    for stack, region in regions.items():
+        # cfn-lint knows which types each region offers (it caught g4dn.99xlarge before).
+        matches = lint_file(cli_out / f"{stack}.template.json", config=ManualArgs(regions=[region]))
+        assert [str(m) for m in matches] == [], stack
 
 
 def test_cfn_lint_catches_a_typo(cli_out: Path, tmp_path: Path) -> None:
@@ -217,7 +252,7 @@ def test_cdk_nag_fails_synth_on_a_new_finding(
 # --- assertions on the templates ---------------------------------------------------------
 
 
-def test_spot_persistent_stop_with_cap(spot: dict[str, Any]) -> None:
+def test_spot_persistent_stop_with_cap_and_a_fixed_valid_until(spot: dict[str, Any]) -> None:
     data = lt_data(spot[G4DN])
     assert data["InstanceMarketOptions"] == {
         "MarketType": "spot",
@@ -225,11 +260,21 @@ def test_spot_persistent_stop_with_cap(spot: dict[str, Any]) -> None:
             "SpotInstanceType": "persistent",
             "InstanceInterruptionBehavior": "stop",
             "MaxPrice": "0.6",
+            # Defect 3: the pinned end, in the form the EC2 API documents for ValidUntil
+            # (botocore LaunchTemplateSpotMarketOptionsRequest: "YYYY-MM-DDTHH:MM:SSZ";
+            # "Default: 7 days from the current date").
+            "ValidUntil": VALID_UNTIL,
         },
     }
     assert data["InstanceInitiatedShutdownBehavior"] == "stop"
     assert data["InstanceType"] == "g4dn.2xlarge"
     assert lt_data(spot[G5])["InstanceType"] == "g5.2xlarge"
+    assert lt_data(spot[G6])["InstanceType"] == "g6.2xlarge"
+    # Without a pinned value (offline synth), a year from now, never the 7-day default.
+    until = lt_data(spot[G5])["InstanceMarketOptions"]["SpotOptions"]["ValidUntil"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", until)
+    days = (dt.datetime.fromisoformat(until[:-1]) - dt.datetime.now()).days
+    assert 360 <= days <= 366
 
 
 def test_on_demand_has_no_market_options(on_demand: dict[str, Any]) -> None:
@@ -396,17 +441,20 @@ def test_instance_from_launch_template_in_the_chosen_az(spot: dict[str, Any]) ->
     assert one(spot[G5], "AWS::EC2::Subnet")["AvailabilityZone"] == "eu-west-1a"  # default
 
 
-def test_ami_from_public_ssm_parameter(spot: dict[str, Any]) -> None:
+def test_ami_is_the_pinned_id_not_an_ssm_parameter(spot: dict[str, Any]) -> None:
+    """Defect 2: an SSM-parameter AMI is resolved again at every deploy and a new DLAMI would
+    replace the VM (CDK API docs, MachineImage.fromSsmParameter); the pinned id is a literal."""
     template = spot[G4DN]
-    params = list(template["Parameters"].values())
-    assert params == [
-        {
-            "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
-            "Default": "/aws/service/deeplearning/ami/x86_64/"
-            "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
-        }
-    ]
-    assert lt_data(template)["ImageId"] == {"Ref": next(iter(template["Parameters"]))}
+    assert "Parameters" not in template or not template["Parameters"]
+    assert lt_data(template)["ImageId"] == AMI
+    assert lt_data(spot[G6])["ImageId"] == AMI
+    # Offline synth without a pin (g5 here) keeps the public parameter: no credentials needed.
+    (param,) = spot[G5]["Parameters"].values()
+    assert param == {
+        "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+        "Default": "/aws/service/deeplearning/ami/x86_64/"
+        "base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
+    }
 
 
 def test_small_vpc_without_nat_or_lambda(spot: dict[str, Any]) -> None:
@@ -419,10 +467,66 @@ def test_small_vpc_without_nat_or_lambda(spot: dict[str, Any]) -> None:
         assert "AWS::CloudFormation::CustomResource" not in types
 
 
-def test_key_pair_imported_from_public_key(spot: dict[str, Any]) -> None:
+def test_key_pair_named_by_key_fingerprint(spot: dict[str, Any]) -> None:
+    """Defect 9: a new public key gets a new key-pair name (a fixed custom name cannot be
+    replaced: CloudFormation creates the new pair before deleting the old one)."""
     key = one(spot[G4DN], "AWS::EC2::KeyPair")
     assert key["PublicKeyMaterial"] == aws.PLACEHOLDER_PUBLIC_KEY
-    assert key["KeyName"] == f"{G4DN}-key"
+    assert key["KeyName"] == aws.key_pair_name(G4DN, aws.PLACEHOLDER_PUBLIC_KEY)
+    assert key["KeyName"] == f"{G4DN}-key-{aws.key_fingerprint(aws.PLACEHOLDER_PUBLIC_KEY)}"
+
+
+def test_disk_throughput_auto_is_each_types_ebs_burst(cdk_app: Any, tmp_path: Path) -> None:
+    """Defect 8: "auto" asks gp3 for what the instance can use (EC2 User Guide, EBS-optimized
+    instances: g4dn.2xlarge 437.5 MB/s maximum; g6.2xlarge 625, DescribeInstanceTypes)."""
+    path = tmp_path / "rig.toml"
+    path.write_text(
+        '[aws]\ninstance_types = ["g4dn.2xlarge", "g6.2xlarge@eu-north-1"]\n', encoding="utf-8"
+    )
+    templates = _templates(cdk_app, path, tmp_path / "out")
+    ebs = {k: lt_data(t)["BlockDeviceMappings"][0]["Ebs"] for k, t in templates.items()}
+    assert (ebs[G4DN]["Throughput"], ebs[G4DN]["Iops"]) == (437, 3000)
+    assert (ebs[G6]["Throughput"], ebs[G6]["Iops"]) == (625, 3000)
+
+
+def test_same_pins_give_the_same_template_whatever_ssm_says_now(
+    cdk_app: Any, tmp_path: Path
+) -> None:
+    """Defect 2: two deploys, between which the DLAMI's SSM parameter moved on, hand the app
+    the same recorded AMI and ValidUntil (tests/test_aws_deploy.py shows the contexts), so the
+    synthesized templates are identical: no change set, no replacement."""
+    import aws_cdk as cdk
+    from aws_fakes import FakeAws, FakeCdk
+    from aws_helpers import DLAMI, PUBKEY, deployer, write_profile
+    from moto import mock_aws
+
+    key = tmp_path / "id.pub"
+    key.write_text(PUBKEY + "\n")
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key)
+    contexts = []
+    with mock_aws(), FakeAws().installed() as fake:
+        cdk_fake = FakeCdk(fake)
+        fake.ssm[DLAMI] = "ami-12c6146b"
+        deployer(fake, config, tmp_path / "state", cdk_fake).run()
+        fake.ssm[DLAMI] = "ami-0f0e0d0c0b0a09080"  # a newer DLAMI, published meanwhile
+        deployer(fake, config, tmp_path / "state", cdk_fake).run()
+        contexts = [ctx for _, ctx, _ in cdk_fake.prepares]
+    assert len(contexts) == 2
+    synthesized = []
+    for i, ctx in enumerate(contexts):
+        app = cdk.App(context=ctx | {aws.CTX_DEADLINE: DEADLINE}, outdir=str(tmp_path / f"o{i}"))
+        _, stacks = cdk_app.build(app)
+        synthesized.append(Template.from_stack(stacks[0]).to_json())
+    assert synthesized[0] == synthesized[1]
+    assert lt_data(synthesized[0])["ImageId"] == "ami-12c6146b"
+
+
+def test_an_ipv6_ssh_source_never_reaches_a_template(cdk_app: Any, spot_config: Path) -> None:
+    import aws_cdk as cdk
+
+    app = cdk.App(context=context(spot_config) | {aws.CTX_SSH_CIDR: "2001:db8::5/128"})
+    with pytest.raises(Exception, match="IPv4 only"):
+        cdk_app.build(app)
 
 
 def test_tags_on_every_resource(spot: dict[str, Any]) -> None:
