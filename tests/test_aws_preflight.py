@@ -315,7 +315,9 @@ def test_key_generated_once_under_state(tmp_path: Path) -> None:
 
 def test_key_pair_names_follow_the_key() -> None:
     """Defect 9: a changed key gets a new name, so CloudFormation can create it beside the old
-    one instead of failing on a custom name that already exists."""
+    one instead of failing on a custom name that already exists (CloudFormation reference,
+    AWS::EC2::KeyPair: PublicKeyMaterial "Update requires: Replacement"; a replacement creates
+    the new resource before deleting the old, which a fixed KeyName cannot do)."""
     from aws_helpers import OTHER_PUBKEY, PUBKEY
 
     stack = names.stack_name("g4dn.2xlarge")
