@@ -294,3 +294,21 @@ def test_orphan_scan_covers_every_kind(fake: FakeAws) -> None:
         "spot request",
         "volume",  # the instance's root volume, tagged by the launch template
     ]
+
+
+def test_a_recorded_request_ec2_has_forgotten_does_not_block_destroy(
+    fake: FakeAws, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """EC2 answers InvalidSpotInstanceRequestID.NotFound for a request it no longer keeps (EC2
+    API Reference, error codes); the other ids and the stack are still handled."""
+    from rig.state import write
+
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    (state,) = deployer(fake, config, tmp_path / "state").run()
+    real = state.ids["spot_request"]
+    state.ids["spot_request"] = "sir-0gone000"
+    write(state, tmp_path / "state")
+    rc, out, _ = destroy(config, tmp_path / "state", capsys)
+    assert rc == 0, out
+    assert fake.requests[REGION][real].state == "cancelled" and live_instances(REGION) == []
+    assert "0 left" in out

@@ -452,10 +452,7 @@ def describe_instance(aws: Aws, instance_id: str) -> dict[str, Any]:
 
 def spot_request_of(aws: Aws, inst: dict[str, Any]) -> dict[str, Any] | None:
     rid = inst.get("SpotInstanceRequestId")
-    if not rid:
-        return None
-    found = aws.client("ec2").describe_spot_instance_requests(SpotInstanceRequestIds=[rid])
-    return (found["SpotInstanceRequests"] or [None])[0]
+    return next(iter(scan.requests_by_id(aws, [rid]) if rid else []), None)
 
 
 def interrupted(inst: dict[str, Any], request: dict[str, Any] | None) -> bool:

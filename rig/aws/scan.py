@@ -9,6 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import botocore.exceptions
+
+from rig.aws.errors import client_code
 from rig.aws.names import PROJECT, STACK_PREFIX, TAG_OWNER, TAG_PROJECT, TAG_STACK
 from rig.aws.session import Aws, tags_of
 
@@ -50,16 +53,40 @@ def spot_requests(
     ec2 = aws.client("ec2")
     wanted = list(states)
     if ids is not None:
-        ids = sorted(set(ids))
-        if not ids:
-            return []
-        found = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=ids)
-        return [r for r in found["SpotInstanceRequests"] if r["State"] in wanted]
+        return [r for r in requests_by_id(aws, ids) if r["State"] in wanted]
     filters = [{"Name": "state", "Values": wanted}, *_project_filters(owner)]
     if stacks is not None:
         filters.append({"Name": f"tag:{TAG_STACK}", "Values": list(stacks)})
     found = ec2.describe_spot_instance_requests(Filters=filters)
     return [r for r in found["SpotInstanceRequests"] if r["State"] in wanted]
+
+
+def requests_by_id(aws: Aws, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The requests that still exist: EC2 forgets closed and cancelled requests after a while,
+    and one unknown id fails the whole call (InvalidSpotInstanceRequestID.NotFound)."""
+    ec2 = aws.client("ec2")
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    try:
+        return list(
+            ec2.describe_spot_instance_requests(SpotInstanceRequestIds=wanted)[
+                "SpotInstanceRequests"
+            ]
+        )
+    except botocore.exceptions.ClientError as exc:
+        if "NotFound" not in client_code(exc):
+            raise
+    out: list[dict[str, Any]] = []
+    for rid in wanted:
+        try:
+            found = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[rid])
+        except botocore.exceptions.ClientError as exc:
+            if "NotFound" in client_code(exc):
+                continue
+            raise
+        out += found["SpotInstanceRequests"]
+    return out
 
 
 def cancel_spot_requests(aws: Aws, ids: Iterable[str]) -> list[str]:

@@ -17,6 +17,7 @@ import botocore.exceptions
 
 from rig.aws.errors import translate
 from rig.aws.pricing import spot_compute_usd
+from rig.aws.scan import requests_by_id
 from rig.aws.session import Aws
 from rig.problems import CommandError
 from rig.state import VmState
@@ -73,8 +74,7 @@ def _row(aws: Aws, state: VmState, now: dt.datetime) -> dict[str, Any]:
     request = None
     rid = inst.get("SpotInstanceRequestId") or state.ids.get("spot_request")
     if rid:
-        found = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[rid])
-        request = (found["SpotInstanceRequests"] or [None])[0]
+        request = next(iter(requests_by_id(aws, [rid])), None)
     req_state = request["State"] if request else ""
     req_code = request.get("Status", {}).get("Code", "") if request else ""
     notes: list[str] = []
