@@ -312,3 +312,14 @@ def test_a_recorded_request_ec2_has_forgotten_does_not_block_destroy(
     assert rc == 0, out
     assert fake.requests[REGION][real].state == "cancelled" and live_instances(REGION) == []
     assert "0 left" in out
+
+
+def test_aws_disabled_after_a_deploy_still_destroys_what_the_state_names(
+    fake: FakeAws, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    deployer(fake, config, tmp_path / "state").run()
+    disabled = write_profile(tmp_path, "enabled = false", key_file)
+    rc, out, _ = destroy(disabled, tmp_path / "state", capsys)
+    assert rc == 0 and live_instances(REGION) == []
+    assert "orphan scan in eu-west-1: 0 left" in out
