@@ -184,3 +184,61 @@ class Regions(_Strict):
     names: list[str]
     rates: dict[str, RegionRates] = Field(default_factory=dict)
     gp3_free: Gp3Free | None = None
+
+
+class AzureDiskTier(_Strict):
+    name: str  # billing tier, e.g. "P15": the provisioned size rounds up to the next tier
+    size_gib: int
+
+
+class PublishedPrice(_Strict):
+    """One figure as published for one region, with where it was published."""
+
+    usd_per_month: float = Field(gt=0)
+    source: str
+
+
+class AzureDiskPrices(_Strict):
+    product: str  # the retail prices API's productName for these meters
+    sizes_source: str
+    tiers: list[AzureDiskTier]
+    # region (armRegionName) -> tier name -> published figure. Only figures a source gives for
+    # that region: a missing one means "price unknown; live price needed", never a neighbour's.
+    prices: dict[str, dict[str, PublishedPrice]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tiers_ascend(self) -> AzureDiskPrices:
+        sizes = [t.size_gib for t in self.tiers]
+        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"{self.product}: tiers must ascend by size_gib")
+        names = {t.name for t in self.tiers}
+        for region, figures in self.prices.items():
+            unknown = set(figures) - names
+            if unknown:
+                raise ValueError(f"{self.product} {region}: unknown tiers {sorted(unknown)}")
+        return self
+
+    def sources(self) -> set[str]:
+        return {self.sizes_source} | {
+            p.source for figures in self.prices.values() for p in figures.values()
+        }
+
+
+class PublishedHourly(_Strict):
+    usd_per_hour: float = Field(gt=0)
+    source: str
+
+
+class AzurePrices(_Strict):
+    """What an Azure rehearsal VM costs besides compute: its OS disk and static public IPv4."""
+
+    hours_per_month: float = Field(gt=0)
+    hours_source: str
+    public_ip: dict[str, PublishedHourly]  # region -> Standard static IPv4 $/h as published
+    disks: dict[str, AzureDiskPrices]
+
+    def sources(self) -> set[str]:
+        keys = {self.hours_source} | {p.source for p in self.public_ip.values()}
+        for disk in self.disks.values():
+            keys |= disk.sources()
+        return keys
