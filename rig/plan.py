@@ -119,7 +119,7 @@ def build_plan(profile: Profile, cat: Catalog | None = None, cloud: Cloud | None
             )
             if which == "aws":
                 mbs = profile.aws.throughput_for(m["type"], cat)
-                disk = f"{section.disk_gb} GB gp3, {mbs} MB/s"
+                disk = f"{section.disk_gb} GB gp3, {mbs} MiB/s"
             else:
                 disk = f"{section.disk_gb} GB {profile.azure.disk_type}"
             target = f"{which}-{m['type']}"
@@ -160,7 +160,7 @@ def build_plan(profile: Profile, cat: Catalog | None = None, cloud: Cloud | None
                     usd_per_hour=per_hour,
                     worst_case=f"${worst:.2f} in {hours:g} h (max_hours)"
                     if worst is not None
-                    else "unknown until the live price",
+                    else (m.get("price_unknown") or "unknown until the live price"),
                 )
             )
             flags += _differences(profile, cat, which, m)

@@ -224,9 +224,22 @@ class Placement:
 # user edits to change the side-by-side (g6/L4 is not offered in eu-west-1, so the plan's three
 # candidates need two regions). Entries without "@" run in aws.region.
 PLACEMENT_SEPARATOR = "@"
-GP3_MIN_MBS, GP3_MAX_MBS = 125, 1000
-GP3_MIN_IOPS, GP3_MAX_IOPS = 3000, 16000
+# gp3 limits (botocore 1.44 EC2 model, LaunchTemplateEbsBlockDeviceRequest: Throughput "Valid
+# Range: Minimum value of 125. Maximum value of 2,000", Iops "gp3: 3,000 - 80,000 IOPS";
+# aws-cdk-lib 2.275 aws-ec2 volume.js: at most 0.25 MiB/s per provisioned IOPS and 500 IOPS per
+# GiB of volume size). Throughput is in MiB/s.
+GP3_MIN_MBS, GP3_MAX_MBS = 125, 2000
+GP3_MIN_IOPS, GP3_MAX_IOPS = 3000, 80000
 GP3_MBS_PER_IOPS = 0.25  # gp3: at most 0.25 MiB/s of throughput per provisioned IOPS
+GP3_IOPS_PER_GIB = 500  # gp3: at most 500 IOPS per GiB of volume size
+# The EC2 User Guide's EBS-optimized table gives instance throughput in MB/s (10^6 bytes: its
+# 3,500 Mbps row reads 437.5 MB/s); gp3 throughput is provisioned in MiB/s (2^20 bytes).
+MIB = 1024 * 1024
+
+
+def mb_to_mib(mb_per_s: float) -> int:
+    """Whole MiB/s that fit in a MB/s figure (rounded down: more would be paid, never used)."""
+    return int(mb_per_s * 1_000_000 // MIB)
 
 
 def split_placement(entry: str, default_region: str) -> Placement:
@@ -258,7 +271,7 @@ class AwsSection(Section):
     disk_gb: int = Field(200, description="Encrypted gp3 root volume size in GB.")
     disk_throughput_mbs: int | str = Field(
         "auto",
-        description='gp3 MB/s; "auto" = what the instance type can use (its EBS burst limit).',
+        description='gp3 MiB/s; "auto" = what the instance type can use (its EBS burst limit).',
     )
     disk_iops: int = Field(
         3000, description="gp3 IOPS (3000 are free; throughput may be at most IOPS / 4)."
@@ -276,15 +289,15 @@ class AwsSection(Section):
         return next((p for p in self.placements() if p.instance_type == instance_type), None)
 
     def throughput_for(self, instance_type: str, cat: Catalog) -> int:
-        """gp3 throughput (MB/s) for a type: the profile's number, or for "auto" the type's
-        EBS burst limit (more is billed and never used), within gp3's 125-1000."""
+        """gp3 throughput (MiB/s) for a type: the profile's number, or for "auto" the type's
+        EBS burst limit in MiB/s (more is billed and never used), within gp3's range."""
         if isinstance(self.disk_throughput_mbs, int):
             return self.disk_throughput_mbs
         inst = cat.instances.get(instance_type)
         burst = inst.ebs_burst_mbs if inst is not None else None
         if burst is None:
             return GP3_MIN_MBS
-        return int(min(max(burst, GP3_MIN_MBS), GP3_MAX_MBS))
+        return min(max(mb_to_mib(burst), GP3_MIN_MBS), GP3_MAX_MBS)
 
     def notes(self, cat: Catalog) -> list[str]:
         """Advisories (not errors): disk throughput that is paid for but cannot be used."""
@@ -295,10 +308,11 @@ class AwsSection(Section):
             inst = cat.instances.get(p.instance_type)
             if inst is None or inst.ebs_burst_mbs is None:
                 continue
-            if self.disk_throughput_mbs > inst.ebs_burst_mbs:
+            if self.disk_throughput_mbs > mb_to_mib(inst.ebs_burst_mbs):
                 out.append(
-                    f"aws.disk_throughput_mbs: {self.disk_throughput_mbs} MB/s is more than "
-                    f"{p.instance_type} can use (EBS {inst.ebs_burst_mbs:g} MB/s burst, "
+                    f"aws.disk_throughput_mbs: {self.disk_throughput_mbs} MiB/s is more than "
+                    f"{p.instance_type} can use (EBS {inst.ebs_burst_mbs:g} MB/s burst = "
+                    f"{mb_to_mib(inst.ebs_burst_mbs)} MiB/s, "
                     f"{inst.ebs_baseline_mbs:g} baseline; source "
                     f"{inst.source_of('ebs_burst_mbs')}) — the rest is billed and unused: set "
                     'disk_throughput_mbs = "auto"'
@@ -346,14 +360,14 @@ class AwsSection(Section):
                 self.p(
                     "disk_throughput_mbs",
                     f'{show(mbs)} is not a number or "auto" — write "auto" (what the instance '
-                    "type can use) or MB/s, e.g. disk_throughput_mbs = 250",
+                    "type can use) or MiB/s, e.g. disk_throughput_mbs = 250",
                 )
             ]
         if isinstance(mbs, int) and not GP3_MIN_MBS <= mbs <= GP3_MAX_MBS:
             out.append(
                 self.p(
                     "disk_throughput_mbs",
-                    f"{mbs} is outside gp3's {GP3_MIN_MBS}-{GP3_MAX_MBS} MB/s — write "
+                    f"{mbs} is outside gp3's {GP3_MIN_MBS}-{GP3_MAX_MBS} MiB/s — write "
                     '"auto" or e.g. disk_throughput_mbs = 250',
                 )
             )
@@ -367,6 +381,16 @@ class AwsSection(Section):
                 )
             )
             return out
+        if self.disk_iops > self.disk_gb * GP3_IOPS_PER_GIB:
+            out.append(
+                self.p(
+                    "disk_iops",
+                    f"{self.disk_iops} IOPS need a gp3 volume of at least "
+                    f"{-(-self.disk_iops // GP3_IOPS_PER_GIB)} GB ({GP3_IOPS_PER_GIB} IOPS per "
+                    f"GB at most), not {self.disk_gb} — lower disk_iops or raise disk_gb",
+                )
+            )
+            return out
         known_types = [
             p.instance_type for p in self.placements() if p.instance_type in cat.instances
         ]
@@ -376,7 +400,7 @@ class AwsSection(Section):
                 self.p(
                     "disk_iops",
                     f"{self.disk_iops} IOPS allow at most {int(self.disk_iops * GP3_MBS_PER_IOPS)}"
-                    f" MB/s on gp3, not {need} — set disk_iops = {int(need / GP3_MBS_PER_IOPS)} "
+                    f" MiB/s on gp3, not {need} — set disk_iops = {int(need / GP3_MBS_PER_IOPS)} "
                     "or more",
                 )
             )

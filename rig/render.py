@@ -137,6 +137,10 @@ def aws_machines(profile: Profile, cat: Catalog) -> list[dict[str, Any]]:
                 "disk_usd_per_hour": round(rates.disk, 4) if rates else None,
                 "public_ipv4_usd_per_hour": rates.public_ip if rates else None,
                 "worst_case_usd": worst,
+                # Why no worst case: a rate the catalog lacks is never guessed (rig.aws.pricing)
+                "price_unknown": pricing.unknown_text(profile.aws, cat, placement)
+                if worst is None
+                else None,
             }
         )
     return out
@@ -226,10 +230,12 @@ def print_profile(console: Console, profile: Profile, cat: Catalog, notes: list[
                 if m.get("disk_usd_per_hour") is not None:
                     side = m["disk_usd_per_hour"] + m["public_ipv4_usd_per_hour"]
                     extras = f" + disk and IPv4 ${side:.3f}/h"
-                cost = (
-                    f"on-demand ${price:.3f}/h ({m['price_source']}){extras}; at most "
-                    f"${m['worst_case_usd']:.2f} before max_hours stops it"
+                worst = (
+                    f"at most ${m['worst_case_usd']:.2f} before max_hours stops it"
+                    if m.get("worst_case_usd") is not None
+                    else m.get("price_unknown") or "worst case: price unknown; live price needed"
                 )
+                cost = f"on-demand ${price:.3f}/h ({m['price_source']}){extras}; {worst}"
             where = f" in {m['region']}" if m.get("region") else ""
             console.print(
                 f"[bold]{cloud}[/bold] {m['type']}{where}: {m['gpu']} {m['vram_gb']:g} GB, "

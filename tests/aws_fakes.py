@@ -20,6 +20,15 @@ the quirks that decide whether money leaks:
   "instance-stopped-no-capacity", and StartInstances is refused ("Only Amazon EC2 can restart
   an interrupted stopped Spot Instance", "Stop interrupted Spot Instances").
 
+- DescribeStacks is eventually consistent (`stale_reads`): right after ExecuteChangeSet or
+  DeleteStack it may still show the status from before (the CDK CLI polls again on such reads:
+  aws-cdk-cli toolkit-lib cfn-api.ts stabilizeStack, "may be a stale read").
+- The Price List Query API (GetProducts), which moto does not implement: products in the shape
+  of the API's own example (botocore pricing examples-1.json, "To retrieve a list of
+  products"): PriceList holds JSON strings with product.attributes.usagetype and
+  terms.OnDemand.*.priceDimensions.*.{unit, pricePerUnit.USD}; one product per page, so that
+  NextToken paging is exercised; gp3 throughput priced per GiBps-mo.
+
 They hook botocore's event system the way moto itself does (BUILTIN_HANDLERS), so every
 session the code under test creates — `python -m rig ...` included — talks to them.
 """
@@ -140,6 +149,20 @@ class FakeAws:
         # Public SSM parameters (the DLAMI id per region) and G/VT vCPU quotas: moto has neither.
         self.ssm: dict[str, str] = {}  # parameter name → value (every region)
         self.quota_vcpus = 64.0
+        # Reads of a stack that still show the status from before its last operation.
+        self.stale_reads = 0
+        self._stale: dict[tuple[str, str], tuple[str, int]] = {}
+        # Price List products per region: usage-type suffix → (family, unit, USD per unit).
+        # Test figures, not real prices (the catalog holds the cited ones).
+        self.price_list: dict[str, dict[str, tuple[str, str, float]]] = {
+            "eu-north-1": {
+                "EBS:VolumeUsage.gp3": ("Storage", "GB-Mo", 0.0836),
+                "EBS:VolumeP-IOPS.gp3": ("System Operation", "IOPS-Mo", 0.0061),
+                "EBS:VolumeP-Throughput.gp3": ("Provisioned Throughput", "GiBps-mo", 51.2),
+                "PublicIPv4:InUseAddress": ("IP Address", "Hrs", 0.005),
+            }
+        }
+        self.pricing_denied = False
         self._seq = itertools.count(1)
         self._internal = False
         self._params: dict[int, dict[str, Any]] = {}
@@ -158,6 +181,8 @@ class FakeAws:
             ("before-call.ssm", self._ssm),
             ("before-parameter-build.service-quotas", self._keep_params),
             ("before-call.service-quotas", self._quotas),
+            ("before-parameter-build.pricing", self._keep_params),
+            ("before-call.pricing", self._pricing),
         ]
         botocore.handlers.BUILTIN_HANDLERS.extend(handlers)
         try:
@@ -222,6 +247,73 @@ class FakeAws:
                 }
             },
         )
+
+    def _pricing(self, model: Any, context: dict[str, Any], **kwargs: Any) -> Any:
+        """GetProducts (Price List Query API), answered from `price_list`."""
+        params = context.get("fake_params", {})
+        assert model.name == "GetProducts", model.name
+        self.calls.append((model.name, _region(kwargs)))
+        if self.pricing_denied:
+            return _error(
+                "AccessDeniedException", "User is not authorized to perform: pricing:GetProducts"
+            )
+        terms = {f["Field"]: f["Value"] for f in params.get("Filters", [])}
+        region = terms.get("regionCode", "")
+        prefix = {"eu-north-1": "EUN1-", "eu-west-1": "EU-", "us-east-1": ""}.get(region, "XX-")
+        service = params["ServiceCode"]
+        items = []
+        for suffix, (family, unit, usd) in sorted(self.price_list.get(region, {}).items()):
+            vpc = suffix.startswith("PublicIPv4")
+            if (service == "AmazonVPC") != vpc:
+                continue
+            if "productFamily" in terms and terms["productFamily"] != family:
+                continue
+            sku = f"SKU{abs(hash((region, suffix))) % 10**8:08d}"
+            items.append(
+                json.dumps(
+                    {
+                        "product": {
+                            "productFamily": family,
+                            "attributes": {
+                                "servicecode": service,
+                                "usagetype": prefix + suffix,
+                                "regionCode": region,
+                                "locationType": "AWS Region",
+                            },
+                            "sku": sku,
+                        },
+                        "serviceCode": service,
+                        "terms": {
+                            "OnDemand": {
+                                f"{sku}.JRTCKXETXF": {
+                                    "priceDimensions": {
+                                        f"{sku}.JRTCKXETXF.6YS6EN2CT7": {
+                                            "unit": unit,
+                                            "endRange": "Inf",
+                                            "description": f"${usd} per {unit}",
+                                            "appliesTo": [],
+                                            "rateCode": f"{sku}.JRTCKXETXF.6YS6EN2CT7",
+                                            "beginRange": "0",
+                                            "pricePerUnit": {"USD": f"{usd:.10f}"},
+                                        }
+                                    },
+                                    "sku": sku,
+                                    "effectiveDate": "2026-11-01T00:00:00Z",
+                                    "offerTermCode": "JRTCKXETXF",
+                                    "termAttributes": {},
+                                }
+                            }
+                        },
+                        "version": "20261101000000",
+                        "publicationDate": "2026-11-01T00:00:00Z",
+                    }
+                )
+            )
+        start = int(params.get("NextToken") or 0)
+        page: dict[str, Any] = {"FormatVersion": "aws_v1", "PriceList": items[start : start + 1]}
+        if start + 1 < len(items):
+            page["NextToken"] = str(start + 1)
+        return _response(200, page)
 
     # --- spot requests over moto ------------------------------------------------------------
 
@@ -375,6 +467,14 @@ class FakeAws:
             if not name:
                 live = [s for (r, _), s in self.stacks.items() if r == region]
                 return _response(200, {"Stacks": [self._stack_shape(s) for s in live]})
+            stale = self._stale.get((region, name))
+            if stale is not None and stale[1] > 0:
+                # An eventually consistent read: the status from before the last operation.
+                self._stale[(region, name)] = (stale[0], stale[1] - 1)
+                shown = Stack(name, region, {}, status=stale[0], tags=stack.tags if stack else [])
+                if stack is not None:
+                    shown.outputs = stack.outputs
+                return _response(200, {"Stacks": [self._stack_shape(shown)]})
             if stack is None or stack.status == "DELETE_COMPLETE":
                 return _error("ValidationError", f"Stack with id {name} does not exist")
             return _response(200, {"Stacks": [self._stack_shape(stack)]})
@@ -396,7 +496,10 @@ class FakeAws:
                 del self.stacks[(region, name)]
             return _response(200, {})
         if op == "ExecuteChangeSet":
+            before = stack.status
             self._execute(stack)
+            if self.stale_reads:
+                self._stale[(region, name)] = (before, self.stale_reads)
             return _response(200, {})
         if op == "DescribeStackResources":
             return _response(
@@ -419,7 +522,10 @@ class FakeAws:
         if op == "DescribeStackEvents":
             return _response(200, {"StackEvents": stack.events})
         if op == "DeleteStack":
+            before = stack.status
             self._delete(stack)
+            if self.stale_reads and before != "DELETE_COMPLETE":
+                self._stale[(region, name)] = (before, self.stale_reads)
             return _response(200, {})
         raise AssertionError(f"fake CloudFormation has no {op}")
 

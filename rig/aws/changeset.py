@@ -5,8 +5,10 @@ CloudFormation terminates the old persistent-spot instance, its request reopens 
 another one that nothing tracks (EC2 User Guide, "Terminate a Spot Instance"). So a deploy
 refuses any change set whose AWS::EC2::Instance is removed or has Replacement "True" or
 "Conditional" (CloudFormation API Reference, ResourceChange: "Conditional" means it *may* be
-replaced, depending on a value known only when executing) unless the user confirms; then the
-old request is cancelled first (rig.aws.deploy).
+replaced, depending on a value known only when executing), whose Action is "Dynamic" ("exact
+action for the resource can't be determined"), or whose PolicyAction starts with "Replace",
+unless the user confirms; then the old request is cancelled first (rig.aws.deploy). Anything
+the guard cannot read as safe counts as a replacement: it fails closed.
 """
 
 from __future__ import annotations
@@ -26,19 +28,29 @@ INSTANCE = "AWS::EC2::Instance"
 # checks the same text in changeSetHasNoChanges).
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 PENDING = ("CREATE_PENDING", "CREATE_IN_PROGRESS")
+READY = "CREATE_COMPLETE"  # ChangeSetStatus of a change set that can be executed
+EXECUTABLE = "AVAILABLE"  # ExecutionStatus of one (DescribeChangeSet)
+# Actions that leave the instance in place (ResourceChange.Action); any other one on the
+# instance, including "Dynamic" and values added later, is treated as a possible replacement.
+SAFE_ACTIONS = ("Add", "Modify", "Import", "SyncWithActual")
 
 
 @dataclass(frozen=True)
 class Replacement:
     logical_id: str
     physical_id: str
-    action: str  # "Modify" (Replacement True/Conditional) or "Remove"
+    action: str  # "Modify" (Replacement True/Conditional), "Remove", "Dynamic", ...
     replacement: str
     causes: list[str]  # e.g. ["LaunchTemplate (Always)"]
 
     def describe(self) -> str:
         why = f"; changed: {', '.join(self.causes)}" if self.causes else ""
-        verb = "removed" if self.action == "Remove" else f"replaced ({self.replacement})"
+        if self.action == "Remove":
+            verb = "removed"
+        elif self.action == "Modify":
+            verb = f"replaced ({self.replacement})"
+        else:
+            verb = f"replaced or removed (action {self.action or 'unknown'})"
         return f"{self.physical_id or self.logical_id} would be {verb}{why}"
 
 
@@ -59,31 +71,43 @@ class ChangeSet:
     def failed(self) -> bool:
         return self.status == "FAILED" and not self.empty
 
+    @property
+    def ready(self) -> bool:
+        """Computed and executable: anything else must not be executed (and is not guarded:
+        a change set still being computed lists no changes yet)."""
+        return self.status == READY and self.execution_status == EXECUTABLE
+
     def replacements(self) -> list[Replacement]:
-        """Every change that removes or (maybe) replaces the VM."""
+        """Every change that removes, replaces or may replace the VM."""
         out = []
         for change in self.changes:
             rc = change.get("ResourceChange", {})
             if rc.get("ResourceType") != INSTANCE:
                 continue
             action, repl = rc.get("Action", ""), rc.get("Replacement", "False")
-            if action == "Remove" or (action == "Modify" and repl in ("True", "Conditional")):
-                causes = [
-                    f"{d['Target'].get('Name') or d['Target'].get('Attribute')} "
-                    f"({d['Target'].get('RequiresRecreation')})"
-                    for d in rc.get("Details", [])
-                    if d.get("Target", {}).get("RequiresRecreation") in ("Always", "Conditionally")
-                    and d.get("Evaluation", "Static") == "Static"
-                ]
-                out.append(
-                    Replacement(
-                        logical_id=rc.get("LogicalResourceId", ""),
-                        physical_id=rc.get("PhysicalResourceId", ""),
-                        action=action,
-                        replacement=repl,
-                        causes=sorted(set(causes)),
-                    )
+            policy = rc.get("PolicyAction", "")
+            replaced = (
+                action not in SAFE_ACTIONS
+                or (action == "Modify" and repl != "False")
+                or policy.startswith("Replace")
+            )
+            if not replaced:
+                continue
+            causes = [
+                f"{d['Target'].get('Name') or d['Target'].get('Attribute')} "
+                f"({d['Target'].get('RequiresRecreation')})"
+                for d in rc.get("Details", [])
+                if d.get("Target", {}).get("RequiresRecreation") in ("Always", "Conditionally")
+            ]
+            out.append(
+                Replacement(
+                    logical_id=rc.get("LogicalResourceId", ""),
+                    physical_id=rc.get("PhysicalResourceId", ""),
+                    action=action,
+                    replacement=repl,
+                    causes=sorted(set(causes)),
                 )
+            )
         return out
 
 

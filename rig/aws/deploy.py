@@ -49,13 +49,18 @@ from rig.profile import Profile
 from rig.state import STATE_DIR, Price, VmState, iso, read_all, utc_now, write
 
 SSH_TIMEOUT_S = 900
-# Spot request status codes of an instance AWS stopped, not the user (EC2 User Guide, "Spot
-# request status"): only EC2 can restart such an instance ("Stop interrupted Spot Instances":
-# "Only Amazon EC2 can restart an interrupted stopped Spot Instance"), StartInstances will not.
-INTERRUPTED_CODES = ("instance-stopped-no-capacity", "instance-stopped-by-price")
-INTERRUPTED_REASON = "Server.SpotInstanceShutdown"  # the instance's StateReason code then
-# Creation failures the CDK CLI deletes before it creates the stack again (a new stack).
+# An instance AWS stopped (rig.aws.scan.INTERRUPTED_CODES) can be restarted by EC2 only ("Stop
+# interrupted Spot Instances": "Only Amazon EC2 can restart an interrupted stopped Spot
+# Instance"): StartInstances will not.
+INTERRUPTED_CODES = scan.INTERRUPTED_CODES
+INTERRUPTED_REASON = scan.INTERRUPTED_REASON
+# Creation failures the CDK CLI deletes before it creates the stack again (a new stack: the
+# CLI's StackStatus.isCreationFailure), and a stack that has a change set but no resources yet.
 CREATION_FAILED = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "REVIEW_IN_PROGRESS")
+DEPLOYED = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+# Stack states no change set can start from (CreateChangeSet answers "... is in <state> state
+# and can not be updated"); the VM they hold may still bill.
+STUCK = ("UPDATE_ROLLBACK_FAILED", "DELETE_FAILED", "CREATE_FAILED", "UPDATE_FAILED")
 INSTANCE = "AWS::EC2::Instance"
 
 
@@ -186,6 +191,8 @@ class Deployer:
         capacity failure."""
         name = stack_name(plan.instance_type)
         found = stacks.describe(aws, name)
+        if found is not None:
+            blocked_by(name, str(found["StackStatus"]), plan.region)
         existing = found is not None and found["StackStatus"] not in CREATION_FAILED
         azs = list(plan.azs)
         if existing:
@@ -210,50 +217,86 @@ class Deployer:
                 )
             cfn = aws.client("cloudformation")
             cs = changeset.read(cfn, name, timeout_s=self.stack_wait_s, poll_s=self.poll_s)
-            if cs is None or cs.empty:
+            if existing and (cs is None or cs.empty):
                 if cs is not None:
                     changeset.delete(cfn, name)
                 self._print(f"  {name}: no changes")
                 return stacks.outputs(aws, name)
-            if cs.failed:
-                changeset.delete(cfn, name)
+            if cs is None or not cs.ready:
+                # A failed plan, one still being computed after the wait, or (for a new stack)
+                # none at all: nothing may be executed, and a change set not yet computed lists
+                # no changes for the replacement guard to see.
+                if cs is not None:
+                    changeset.delete(cfn, name)
+                why = (
+                    "no change set was created"
+                    if cs is None
+                    else f"{cs.status}/{cs.execution_status}: {cs.reason or 'no reason given'}"
+                )
                 raise CommandError(
-                    f"CloudFormation could not plan {name}: {cs.reason} — fix that, then rerun "
+                    f"CloudFormation could not plan {name} ({why}) — fix that, then rerun "
                     "make deploy-aws; nothing was changed"
                 )
+            cancelled: list[str] = []
             if existing:
-                self._guard_replacement(aws, plan, cs)
+                cancelled = self._guard_replacement(aws, plan, cs)
             cfn.execute_change_set(ChangeSetName=CHANGE_SET_NAME, StackName=name)
-            waiter = "stack_update_complete" if existing else "stack_create_complete"
             try:
-                stacks.wait(aws, waiter, name, self.stack_wait_s, self.poll_s)
-            except botocore.exceptions.WaiterError:
-                reason = stacks.failure(aws, name) or "see the CloudFormation events"
-                self._sweep(aws, name)
-                if not existing and is_capacity_failure(reason):
-                    self._print(f"  no capacity in {az}: trying the next availability zone")
-                    continue
-                code = code_in_text(reason) or ""
-                line = explain_code(code, reason, region=plan.region, what=plan.instance_type)
+                final = stacks.settle(aws, name, self.stack_wait_s, self.poll_s)
+            except stacks.StackTimeout as exc:
                 raise CommandError(
+                    f"{exc} — the VM may be billing: watch it in the CloudFormation console, "
+                    "then rerun make deploy-aws, or make destroy"
+                ) from None
+            if final in DEPLOYED:
+                self._sweep(aws, name)
+                return stacks.outputs(aws, name)
+            reason = stacks.failure(aws, name) or f"stack {final}"
+            self._sweep(aws, name)
+            if not existing and is_capacity_failure(reason):
+                self._print(f"  no capacity in {az}: trying the next availability zone")
+                continue
+            code = code_in_text(reason) or ""
+            line = explain_code(code, reason, region=plan.region, what=plan.instance_type)
+            unstoppable = self._unstoppable(aws, cancelled)
+            raise CommandError(
+                (
                     line
                     or f"deploying {name} failed ({reason}) — fix that, then rerun make "
                     "deploy-aws (it resumes), or make destroy"
-                ) from None
-            self._sweep(aws, name)
-            return stacks.outputs(aws, name)
+                )
+                + unstoppable
+            ) from None
         raise CommandError(
             f"{plan.instance_type}: no capacity in any AZ of {plan.region} ({', '.join(tried)}; "
             "InsufficientInstanceCapacity) — retry later, pick another type or region, or set "
             "spot = false; make destroy removes what is left"
         )
 
-    def _guard_replacement(self, aws: Aws, plan: TypePlan, cs: changeset.ChangeSet) -> None:
+    def _unstoppable(self, aws: Aws, instance_ids: list[str]) -> str:
+        """What a failed replacement left behind: the old VM, kept by the rollback, whose spot
+        request was cancelled before the update — it can no longer be stopped (EC2 User Guide,
+        "Stop a Spot Instance": "You can't stop a Spot Instance if the associated Spot Instance
+        request is cancelled"), so only terminating it ends its billing."""
+        alive = [
+            i["InstanceId"]
+            for i in existing_instances(aws, instance_ids)
+            if i["State"]["Name"] in ("pending", "running", "stopping", "stopped")
+        ]
+        if not alive:
+            return ""
+        return (
+            f"; the old VM {', '.join(alive)} is still running and can no longer be stopped "
+            "(its spot request was cancelled for the replacement) — run make destroy now"
+        )
+
+    def _guard_replacement(self, aws: Aws, plan: TypePlan, cs: changeset.ChangeSet) -> list[str]:
         """Refuse a change set that replaces the VM unless confirmed; when confirmed, cancel
-        the old persistent request first, so that terminating the old VM cannot relaunch it."""
+        the old persistent request first, so that terminating the old VM cannot relaunch it.
+        Returns the instances whose request was cancelled."""
         replaced = cs.replacements()
         if not replaced:
-            return
+            return []
         what = "; ".join(r.describe() for r in replaced)
         question = (
             f"{plan.instance_type}: this deploy replaces the VM ({what}); the new one starts "
@@ -267,17 +310,19 @@ class Deployer:
                 "replace it: make deploy-aws REPLACE=1 (--replace); to keep it, undo the "
                 "profile change (key, disk, image and instance settings replace the VM)"
             )
-        old = [r.physical_id for r in replaced if r.physical_id]
-        if old:
-            reqs = [
-                i["SpotInstanceRequestId"]
-                for i in aws.client("ec2").describe_instances(InstanceIds=old)["Reservations"][0][
-                    "Instances"
-                ]
-                if i.get("SpotInstanceRequestId")
-            ]
-            for rid in scan.cancel_spot_requests(aws, reqs):
-                self._print(f"  cancelled spot request {rid} of {', '.join(old)} before replacing")
+        # The change names the old instance; when it does not (a "Dynamic" action), the stack's
+        # current instance is the one that goes.
+        old = sorted({r.physical_id for r in replaced if r.physical_id}) or stacks.resource_ids(
+            aws, cs.stack, INSTANCE
+        )
+        reqs = [
+            i["SpotInstanceRequestId"]
+            for i in existing_instances(aws, old)
+            if i.get("SpotInstanceRequestId")
+        ]
+        for rid in scan.cancel_spot_requests(aws, reqs):
+            self._print(f"  cancelled spot request {rid} of {', '.join(old)} before replacing")
+        return old if reqs else []
 
     def _sweep(self, aws: Aws, name: str) -> None:
         """After any stack operation: a spot request or instance of this stack that is not the
@@ -443,6 +488,40 @@ class Deployer:
             state = result
         write(state, self.state_dir)
         return state
+
+
+def blocked_by(name: str, status: str, region: str) -> None:
+    """Refuse before the CDK CLI runs when the stack cannot take a change set now."""
+    if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        raise CommandError(
+            f"{name} in {region} is {status}: another operation is still running on it — wait "
+            "until it ends (CloudFormation console), then rerun make deploy-aws"
+        )
+    if status in STUCK:
+        fix = (
+            f"aws cloudformation continue-update-rollback --region {region} --stack-name {name}"
+            if status == "UPDATE_ROLLBACK_FAILED"
+            else "make destroy"
+        )
+        raise CommandError(
+            f"{name} in {region} is {status} and cannot be updated; its VM may still bill — "
+            f"run {fix}, then make deploy-aws (make destroy removes everything)"
+        )
+
+
+def existing_instances(aws: Aws, ids: list[str] | set[str]) -> list[dict[str, Any]]:
+    """Describe the ids one by one: an id EC2 no longer knows must not hide the others
+    (DescribeInstances fails the whole call with InvalidInstanceID.NotFound)."""
+    out: list[dict[str, Any]] = []
+    for iid in sorted(set(ids)):
+        try:
+            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidInstanceID" in str(exc):
+                continue
+            raise
+        out += [i for r in res for i in r["Instances"]]
+    return out
 
 
 def describe_instance(aws: Aws, instance_id: str) -> dict[str, Any]:

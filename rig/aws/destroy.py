@@ -1,6 +1,6 @@
 """`destroy aws`, with boto3 only (no Node.js, no CDK CLI): in every region the state files
 name plus the profile's regions, per stack: cancel its spot requests by id → terminate its
-instances → delete the stack (CloudFormation DeleteStack + the stack_delete_complete waiter) →
+instances → delete the stack (DeleteStack, polled until gone: rig.aws.stacks.settle) →
 sweep anything relaunched → the orphan scan. The order is what stops the billing: a persistent
 request reopens when its instance is terminated (EC2 User Guide, "Terminate a Spot Instance"),
 and a request cancelled before a failed stack delete must not leave a running VM behind that
@@ -13,6 +13,7 @@ cancelled"), so the instance is terminated directly, not left to CloudFormation.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from rig.profile import Profile
 from rig.state import STATE_DIR, VmState, read_all, remove
 
 INSTANCE = "AWS::EC2::Instance"
+TERMINATE_WAIT_S = 600
 
 
 @dataclass
@@ -165,27 +167,44 @@ class Destroyer:
         if alive:
             self._terminate(aws, alive, result)
         self._print(f"deleting stack {name} in {aws.region} (CloudFormation) ...")
-        aws.client("cloudformation").delete_stack(StackName=name)
         try:
-            stacks.wait(aws, "stack_delete_complete", name, self.wait_s, self.poll_s)
-        except botocore.exceptions.WaiterError:
+            aws.client("cloudformation").delete_stack(StackName=name)
+        except botocore.exceptions.ClientError as exc:
+            # e.g. termination protection: "Stack [X] cannot be deleted while
+            # TerminationProtection is enabled" (ValidationError). The instance is gone already;
+            # the stack is reported below as left behind, with its reason.
+            self._print(f"  could not delete {name}: {describe(translate(exc, region=aws.region))}")
+            return
+        try:
+            final = stacks.settle(aws, name, self.wait_s, self.poll_s)
+        except stacks.StackTimeout as exc:
+            self._print(f"  {exc}")
+            return
+        if final is not None:
             reason = stacks.failure(aws, name) or "see the stack's events"
-            self._print(f"  could not delete {name}: {reason}")
+            self._print(f"  could not delete {name} ({final}): {reason}")
 
     def _terminate(self, aws: Aws, ids: list[str], result: RegionResult) -> None:
+        """TerminateInstances, then poll until EC2 reports them terminated. Not botocore's
+        InstanceTerminated waiter: it fails at once on a "pending" or "stopping" read, which an
+        instance being terminated can still show (DescribeInstances is eventually consistent:
+        EC2 API Reference, "Eventual consistency in the Amazon EC2 API")."""
         ec2 = aws.client("ec2")
         ec2.terminate_instances(InstanceIds=ids)
         self._print(f"terminating {', '.join(ids)} in {aws.region} ...")
-        try:
-            ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=ids,
-                WaiterConfig={
-                    "Delay": self.poll_s,
-                    "MaxAttempts": max(1, int(600 // max(self.poll_s, 1))),
-                },
-            )
-        except botocore.exceptions.WaiterError:
-            self._print("  not terminated yet: the scan below reports it")
+        deadline = time.monotonic() + TERMINATE_WAIT_S
+        while True:
+            left = [
+                i["InstanceId"]
+                for i in _existing_instances(aws, set(ids))
+                if i["State"]["Name"] != "terminated"
+            ]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                self._print(f"  {', '.join(left)} not terminated yet: the scan below reports it")
+                break
+            time.sleep(self.poll_s)
         result.terminated += ids
 
 

@@ -27,6 +27,7 @@ from rig.aws.names import (
 )
 from rig.aws.session import Aws, AwsFactory, owner_of, tags_of
 from rig.catalog import Catalog
+from rig.catalog.schema import RegionRates
 from rig.cost import HourlyRates, worst_case_text, worst_case_usd
 from rig.problems import CommandError
 from rig.profile import Placement, Profile
@@ -74,6 +75,7 @@ class TypePlan:
     worst: HourlyRates  # compute at the cap + disk + IPv4: what the worst case uses
     throughput_mbs: int
     pins: Pins
+    live_rates: RegionRates | None = None  # Price List rates the catalog lacked, if any
 
     @property
     def instance_type(self) -> str:
@@ -268,6 +270,12 @@ def plan_type(
                 f"({azs[0]}), above the cap ${cap:.4f}/h (SpotMaxPriceTooLow) — raise "
                 'aws.spot_max_price, set it to "", or set spot = false'
             )
+    # Disk and IPv4 rates the catalog lacks are read from the Price List, or the deploy stops
+    # here: the worst case is never printed from a guessed price.
+    live = pricing.require_rates(aws, section, cat, placement)
+    worst = pricing.rates_for(section, cat, placement, cap, live)
+    if worst is None:  # require_rates returned every needed rate: cannot happen
+        raise CommandError(f"{itype} in {region}: disk or IPv4 {pricing.UNKNOWN}")
     return TypePlan(
         placement=placement,
         gpu=inst.gpu or "",
@@ -278,9 +286,10 @@ def plan_type(
         on_demand_source=od_source,
         spot=section.spot,
         cap=cap,
-        worst=pricing.rates_for(section, cat, placement, cap),
+        worst=worst,
         throughput_mbs=section.throughput_for(itype, cat),
         pins=pins_for(aws, profile, cat, placement, recorded, now),
+        live_rates=live,
     )
 
 
@@ -361,10 +370,10 @@ def confirmation_lines(pre: Preflight, profile: Profile, cat: Catalog) -> list[s
             )
         else:
             compute = od
-        rates = pricing.region_rates(cat, p.region)
+        rates = pricing.region_rates(cat, p.region, p.live_rates)
         lines.append(
             f"{p.instance_type} in {p.region} ({p.az}): {compute}; disk ${p.worst.disk:.3f}/h "
-            f"({section.disk_gb} GB gp3, {section.disk_iops} IOPS, {p.throughput_mbs} MB/s)"
+            f"({section.disk_gb} GB gp3, {section.disk_iops} IOPS, {p.throughput_mbs} MiB/s)"
             f"{rates.note}; public IPv4 ${p.worst.public_ip:.3f}/h"
         )
         now_rates = HourlyRates(p.hourly, p.worst.disk, p.worst.public_ip)

@@ -18,6 +18,18 @@ from rig.aws.session import Aws, tags_of
 # Request states that still hold (or can relaunch) an instance; "disabled" = its instance is
 # stopped (EC2 User Guide, "Spot request status": State changes for a Spot request).
 SPOT_LIVE_STATES = ("open", "active", "disabled")
+# Status codes of a request whose instance AWS stopped, not the user (EC2 User Guide, "State
+# changes for a Spot request": instance-stopped-by-price and instance-stopped-no-capacity under
+# Fulfilled-terminal; instance-stopped-by-experiment under Interruption experiments, AWS FIS).
+# Only EC2 restarts such an instance ("Stop interrupted Spot Instances").
+INTERRUPTED_CODES = (
+    "instance-stopped-by-price",
+    "instance-stopped-no-capacity",
+    "instance-stopped-by-experiment",
+)
+# The 2-minute interruption notice of a VM that runs still: EC2 stops it next (same table).
+STOP_NOTICE_CODES = ("marked-for-stop", "marked-for-stop-by-experiment")
+INTERRUPTED_REASON = "Server.SpotInstanceShutdown"  # the instance's StateReason code then
 INSTANCE_LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 
 
@@ -57,8 +69,9 @@ def spot_requests(
     filters = [{"Name": "state", "Values": wanted}, *_project_filters(owner)]
     if stacks is not None:
         filters.append({"Name": f"tag:{TAG_STACK}", "Values": list(stacks)})
-    found = ec2.describe_spot_instance_requests(Filters=filters)
-    return [r for r in found["SpotInstanceRequests"] if r["State"] in wanted]
+    # Paginated (DescribeSpotInstanceRequests: NextToken): one page must not hide the rest.
+    pages = ec2.get_paginator("describe_spot_instance_requests").paginate(Filters=filters)
+    return [r for page in pages for r in page["SpotInstanceRequests"] if r["State"] in wanted]
 
 
 def requests_by_id(aws: Aws, ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -119,7 +132,10 @@ def tagged_instances(
 
 
 def orphans(aws: Aws, owner: str) -> list[Leftover]:
-    """Everything still tagged for this project and owner that bills or could relaunch."""
+    """Everything still tagged for this project and owner that bills or could relaunch
+    (instances, volumes, network interfaces, Elastic IPs, spot requests), and what a stack
+    leaves when its delete fails (key pairs, security groups, VPCs, launch templates, the
+    idle alarm, the schedule group with its stop schedules)."""
     ec2 = aws.client("ec2")
     region = aws.region
     tag_filters = _project_filters(owner)
@@ -127,6 +143,12 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
     def mine(tags: list[dict[str, str]] | None) -> bool:
         t = tags_of(tags)
         return t.get(TAG_PROJECT) == PROJECT and t.get(TAG_OWNER) == owner
+
+    def named_mine(tags: list[dict[str, str]] | None) -> bool:
+        """For resources found by this project's name prefix: ours unless tagged for another
+        owner (an untagged one is reported rather than assumed to be someone else's)."""
+        t = tags_of(tags)
+        return t.get(TAG_OWNER, owner) == owner
 
     out: list[Leftover] = []
     for i in tagged_instances(aws, owner=owner):
@@ -141,7 +163,8 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
                     region,
                 )
             )
-    for v in ec2.describe_volumes(Filters=tag_filters)["Volumes"]:
+    volumes = ec2.get_paginator("describe_volumes").paginate(Filters=tag_filters)
+    for v in (v for page in volumes for v in page["Volumes"]):
         if mine(v.get("Tags")):
             vid = v["VolumeId"]
             out.append(
@@ -153,7 +176,8 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
                     region,
                 )
             )
-    for n in ec2.describe_network_interfaces(Filters=tag_filters)["NetworkInterfaces"]:
+    enis = ec2.get_paginator("describe_network_interfaces").paginate(Filters=tag_filters)
+    for n in (n for page in enis for n in page["NetworkInterfaces"]):
         if mine(n.get("TagSet")):
             nid = n["NetworkInterfaceId"]
             out.append(
@@ -202,11 +226,52 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
                     region,
                 )
             )
+    # Free, but a leftover after a failed stack delete (and a launch template holds the spot
+    # settings): listed so that "0 left" means the stacks' resources are all gone.
+    sgs = ec2.get_paginator("describe_security_groups").paginate(Filters=tag_filters)
+    for g in (g for page in sgs for g in page["SecurityGroups"]):
+        if mine(g.get("Tags")):
+            gid = g["GroupId"]
+            out.append(
+                Leftover(
+                    "security group",
+                    gid,
+                    g.get("GroupName", ""),
+                    f"aws ec2 delete-security-group --region {region} --group-id {gid}",
+                    region,
+                )
+            )
+    vpcs = ec2.get_paginator("describe_vpcs").paginate(Filters=tag_filters)
+    for v in (v for page in vpcs for v in page["Vpcs"]):
+        if mine(v.get("Tags")):
+            vid = v["VpcId"]
+            out.append(
+                Leftover(
+                    "VPC",
+                    vid,
+                    v.get("CidrBlock", ""),
+                    f"aws ec2 delete-vpc --region {region} --vpc-id {vid}",
+                    region,
+                )
+            )
+    templates = ec2.get_paginator("describe_launch_templates").paginate()
+    for lt in (lt for page in templates for lt in page["LaunchTemplates"]):
+        if lt.get("LaunchTemplateName", "").startswith(STACK_PREFIX) and named_mine(lt.get("Tags")):
+            lid = lt["LaunchTemplateId"]
+            out.append(
+                Leftover(
+                    "launch template",
+                    lid,
+                    lt["LaunchTemplateName"],
+                    f"aws ec2 delete-launch-template --region {region} --launch-template-id {lid}",
+                    region,
+                )
+            )
     cw = aws.client("cloudwatch")
     for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=STACK_PREFIX):
         for alarm in page["MetricAlarms"]:
             tags = cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"]
-            if mine(tags):
+            if named_mine(tags):
                 name = alarm["AlarmName"]
                 out.append(
                     Leftover(
@@ -221,7 +286,7 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
     for page in sched.get_paginator("list_schedule_groups").paginate(NamePrefix=STACK_PREFIX):
         for group in page["ScheduleGroups"]:
             tags = sched.list_tags_for_resource(ResourceArn=group["Arn"])["Tags"]
-            if not mine(tags):
+            if not named_mine(tags):
                 continue
             name = group["Name"]
             schedules = [

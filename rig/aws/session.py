@@ -6,12 +6,22 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore.config
 import botocore.loaders
 import botocore.session
 
 # One loader of botocore's service models for every session: parsing the EC2 model takes about
 # half a second, and a run opens a session per region. Credentials stay per session.
 _LOADER: botocore.loaders.Loader | None = None
+
+# Throttling (RequestLimitExceeded, Throttling) and transient errors are retried by botocore's
+# "standard" mode with exponential backoff (botocore/retries/standard.py lists RequestLimitExceeded
+# among its throttling codes); its default of 3 attempts is too few for a destroy that walks
+# several regions at once, and a destroy that gives up early reports "could not verify".
+RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 10})
+# The Price List Query API has two endpoints, us-east-1 and ap-south-1 (AWS SDK API docs for
+# the Price List Service, "Service Endpoint"); the prices it returns cover every region.
+PRICING_REGION = "us-east-1"
 
 
 def new_session(region: str) -> boto3.Session:
@@ -34,7 +44,10 @@ class Aws:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = self.session.client(service, region_name=self.region)
+            region = PRICING_REGION if service == "pricing" else self.region
+            self._clients[service] = self.session.client(
+                service, region_name=region, config=RETRIES
+            )
         return self._clients[service]
 
     def caller(self) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import botocore.exceptions
@@ -94,9 +95,38 @@ def project_stacks(aws: Aws, owner: str) -> list[str]:
     return out
 
 
-def wait(aws: Aws, waiter: str, name: str, wait_s: float, delay: float = 10) -> None:
-    """A CloudFormation waiter (raises botocore's WaiterError on a failed state)."""
-    aws.client("cloudformation").get_waiter(waiter).wait(
-        StackName=name,
-        WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(wait_s // max(delay, 1)))},
-    )
+# How many reads of an unchanged, settled status are taken for stale ones before trusting it.
+# DescribeStacks is eventually consistent: right after ExecuteChangeSet or DeleteStack it can
+# still report the status the stack had before (the CDK CLI polls again on such reads:
+# aws-cdk-cli toolkit-lib cfn-api.ts stabilizeStack, "may be a stale read"). botocore's
+# waiters take the first read at face value: StackDeleteComplete fails at once on a stale
+# UPDATE_COMPLETE or UPDATE_ROLLBACK_COMPLETE, and StackUpdateComplete succeeds at once on a
+# stale UPDATE_COMPLETE, before the update ran.
+STALE_READS = 3
+
+
+class StackTimeout(Exception):
+    """The stack was still changing when the wait ran out."""
+
+
+def settle(aws: Aws, name: str, wait_s: float, poll_s: float = 10) -> str | None:
+    """Poll an operation just started on the stack (ExecuteChangeSet, DeleteStack) until it
+    ends: its final status, or None once the stack is gone. A settled status read before any
+    *_IN_PROGRESS one may be the previous operation's: it is read again up to STALE_READS times."""
+    deadline = time.monotonic() + wait_s
+    seen_progress = False
+    stale_reads = 0
+    while True:
+        current = status(aws, name)
+        if current is None:
+            return None
+        in_progress = current.endswith("_IN_PROGRESS") and current != "REVIEW_IN_PROGRESS"
+        if in_progress:
+            seen_progress = True
+        elif seen_progress or stale_reads >= STALE_READS:
+            return current
+        else:
+            stale_reads += 1
+        if time.monotonic() > deadline:
+            raise StackTimeout(f"{name} is still {current} after {wait_s / 60:.0f} min")
+        time.sleep(poll_s)

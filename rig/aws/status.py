@@ -17,12 +17,11 @@ import botocore.exceptions
 
 from rig.aws.errors import translate
 from rig.aws.pricing import spot_compute_usd
-from rig.aws.scan import requests_by_id
+from rig.aws.scan import INTERRUPTED_CODES, INTERRUPTED_REASON, STOP_NOTICE_CODES, requests_by_id
 from rig.aws.session import Aws
 from rig.problems import CommandError
 from rig.state import VmState
 
-INTERRUPTED_CODES = ("instance-stopped-no-capacity", "instance-stopped-by-price")
 # "User initiated (2026-11-28 12:00:00 GMT)": the stop time EC2 writes into
 # StateTransitionReason (EC2 API Reference, Instance.stateTransitionReason).
 STOPPED_AT = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
@@ -35,6 +34,30 @@ def _parse(t: str) -> dt.datetime:
 
 def _hours(a: dt.datetime, b: dt.datetime) -> float:
     return max((b - a).total_seconds(), 0) / 3600
+
+
+def root_volume_created(aws: Aws, inst: dict[str, Any]) -> dt.datetime | None:
+    """CreateTime of the instance's root EBS volume (DescribeVolumes), or None when EC2 does
+    not say (a terminated instance lists no block devices)."""
+    root = inst.get("RootDeviceName")
+    vol = next(
+        (
+            b["Ebs"]["VolumeId"]
+            for b in inst.get("BlockDeviceMappings", [])
+            if b.get("DeviceName") == root and "Ebs" in b
+        ),
+        None,
+    )
+    if vol is None:
+        return None
+    try:
+        found = aws.client("ec2").describe_volumes(VolumeIds=[vol])["Volumes"]
+    except botocore.exceptions.ClientError as exc:
+        if "InvalidVolume" in str(exc):
+            return None
+        raise
+    created = found[0].get("CreateTime") if found else None
+    return created if isinstance(created, dt.datetime) else None
 
 
 def live_row(state: VmState, now: dt.datetime, aws: Aws | None = None) -> dict[str, Any]:
@@ -107,14 +130,18 @@ def _row(aws: Aws, state: VmState, now: dt.datetime) -> dict[str, Any]:
     else:
         last_price = state.price.usd_per_hour
         compute = hours * last_price
-    disk_hours = _hours(deployed, now) if name != "terminated" else _hours(deployed, run_end)
+    # The disk bills from its creation (the first deploy: a redeploy rewrites deployed_at but
+    # keeps the volume) until it is deleted with the instance.
+    created = root_volume_created(aws, inst) or deployed
+    disk_hours = _hours(created, now) if name != "terminated" else _hours(created, run_end)
     usd_disk = disk_hours * disk_rate
     usd_ip = hours * ip_rate
 
     label = name
     if name == "stopped":
-        if req_code in INTERRUPTED_CODES or inst.get("StateReason", {}).get("Code") == (
-            "Server.SpotInstanceShutdown"
+        if (
+            req_code in INTERRUPTED_CODES
+            or inst.get("StateReason", {}).get("Code") == INTERRUPTED_REASON
         ):
             label = "interrupted"
             notes.append(
@@ -140,6 +167,11 @@ def _row(aws: Aws, state: VmState, now: dt.datetime) -> dict[str, Any]:
             notes.append(
                 "the spot request expired (ValidUntil): the VM can no longer be stopped or "
                 "started — make destroy, then deploy again"
+            )
+        if req_code in STOP_NOTICE_CODES and name in ("running", "pending"):
+            notes.append(
+                f"AWS gave the 2-minute interruption notice ({req_code}): EC2 stops the VM "
+                "next and restarts it only when capacity returns"
             )
         if req_state == "open":
             notes.append(

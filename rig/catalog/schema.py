@@ -161,12 +161,14 @@ class CalibrationPoint(_Strict):
 
 class RegionRates(_Strict):
     """What a VM costs in one region besides its compute (USD): the gp3 disk and the public
-    IPv4 address. Cited per region: storage prices differ between regions."""
+    IPv4 address. Cited per region: storage prices differ between regions. A rate nobody has
+    checked is left out (None), never estimated: the deploy then reads it live (AWS Price List
+    API) or refuses, and `rig check` says "price unknown; live price needed"."""
 
-    gp3_gb_month: float = Field(gt=0)
-    gp3_iops_month: float = Field(gt=0)  # per provisioned IOPS-month above the free baseline
-    gp3_mbs_month: float = Field(gt=0)  # per provisioned MB/s-month above the free baseline
-    public_ipv4_hour: float = Field(gt=0)
+    gp3_gb_month: float | None = Field(None, gt=0)
+    gp3_iops_month: float | None = Field(None, gt=0)  # per provisioned IOPS-month above 3000
+    gp3_mbs_month: float | None = Field(None, gt=0)  # per provisioned MiB/s-month above 125
+    public_ipv4_hour: float | None = Field(None, gt=0)
     source: str
 
 
