@@ -163,6 +163,8 @@ class FakeAws:
             }
         }
         self.pricing_denied = False
+        self.change_set_pending = False  # CloudFormation still computing the change set
+        self.protected: set[str] = set()  # stacks with termination protection on
         self._seq = itertools.count(1)
         self._internal = False
         self._params: dict[int, dict[str, Any]] = {}
@@ -521,6 +523,13 @@ class FakeAws:
             )
         if op == "DescribeStackEvents":
             return _response(200, {"StackEvents": stack.events})
+        if op == "DeleteStack" and name in self.protected:
+            # DeleteStack on a protected stack (CloudFormation User Guide, "Protect a stack
+            # from being deleted"): refused, nothing changes.
+            return _error(
+                "ValidationError",
+                f"Stack [{name}] cannot be deleted while TerminationProtection is enabled",
+            )
         if op == "DeleteStack":
             before = stack.status
             self._delete(stack)
@@ -584,6 +593,10 @@ class FakeAws:
         }
         if not changes:
             stack.change_set["StatusReason"] = NO_CHANGES
+        if self.change_set_pending:
+            stack.change_set.update(
+                Status="CREATE_IN_PROGRESS", ExecutionStatus="UNAVAILABLE", Changes=[]
+            )
         return _response(200, {"Id": cs_id, "StackId": stack.id})
 
     def _execute(self, stack: Stack) -> None:

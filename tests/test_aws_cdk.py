@@ -198,9 +198,47 @@ def test_cloud_assembly_needs_no_bootstrap(cli_out: Path) -> None:
         # bootstrap bucket. Both forms stay well under the limit.
         assert template_path.stat().st_size < TEMPLATE_BODY_LIMIT
         assert len(yaml.safe_dump(template).encode()) < TEMPLATE_BODY_LIMIT
+    # No assets of any kind: with LegacyStackSynthesizer an asset (a Lambda's code, a custom
+    # resource's handler, a file) becomes "aws:cdk:asset" metadata and AssetParameters the CLI
+    # can only publish to the bootstrap bucket (aws-cdk CLI deployStack: addMetadataAssetsToManifest
+    # → publishAssets). A construct that brings one in later fails this test, not a deploy.
+    assert not [a for a in manifest["artifacts"].values() if a["type"] == "cdk:asset-manifest"]
+    for name, artifact in stacks.items():
+        assert assets_of(cli_out, artifact) == [], name
     # Each stack in its own region: g6 (L4) where it is offered.
     assert stacks[G6]["environment"] == "aws://unknown-account/eu-north-1"
     assert stacks[G4DN]["environment"] == "aws://unknown-account/eu-west-1"
+
+
+def assets_of(outdir: Path, artifact: dict[str, Any]) -> list[str]:
+    """The assets a stack artifact declares: "aws:cdk:asset" metadata (in the manifest, or in
+    its additionalMetadataFile, where aws-cdk-lib 2.275 writes it) and AssetParameters."""
+    metadata = dict(artifact.get("metadata", {}))
+    if "additionalMetadataFile" in artifact:
+        metadata |= json.loads((outdir / artifact["additionalMetadataFile"]).read_text())
+    found = [
+        e["data"]["id"] for es in metadata.values() for e in es if e["type"] == "aws:cdk:asset"
+    ]
+    template = json.loads((outdir / artifact["properties"]["templateFile"]).read_text())
+    found += [p for p in template.get("Parameters", {}) if p.startswith("AssetParameters")]
+    return found
+
+
+def test_the_asset_check_is_live(cdk_app: Any, spot_config: Path, tmp_path: Path) -> None:
+    """A stack that gains an asset (here a file; a Lambda-backed construct does the same) is
+    caught by assets_of: the no-asset check above is not vacuous."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3_assets as s3_assets
+
+    payload = tmp_path / "payload.txt"
+    payload.write_text("x")
+    app = cdk.App(context=context(spot_config), outdir=str(tmp_path / "out"))
+    _, stacks = cdk_app.build(app)
+    s3_assets.Asset(stacks[0], "Payload", path=str(payload))
+    app.synth()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    artifact = manifest["artifacts"][stacks[0].artifact_id]
+    assert len(assets_of(tmp_path / "out", artifact)) == 4  # 1 asset + its 3 parameters
 
 
 def test_cfn_lint_clean_in_each_stacks_region(cli_out: Path) -> None:
@@ -360,6 +398,12 @@ def test_idle_alarm_stops_the_instance(spot: dict[str, Any]) -> None:
     assert alarm["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Period"] * alarm["EvaluationPeriods"] == 30 * 60
     assert alarm["TreatMissingData"] == "notBreaching"
+    # The stop action names the stack's own region (PutMetricAlarm AlarmActions:
+    # "arn:aws:automate:region:ec2:stop"): eu-north-1 for the g6 stack.
+    g6_alarm = one(spot[G6], "AWS::CloudWatch::Alarm")
+    assert g6_alarm["AlarmActions"] == [
+        {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":automate:eu-north-1:ec2:stop"]]}
+    ]
 
 
 def test_alarm_periods_round_idle_minutes_up(on_demand: dict[str, Any]) -> None:
@@ -394,6 +438,15 @@ def test_max_hours_schedule_stops_the_instance(spot: dict[str, Any]) -> None:
     daily = schedules[f"{G4DN}-daily"]
     assert daily["ScheduleExpression"] == "cron(0 19 * * ? *)"
     assert daily["ScheduleExpressionTimezone"] == "Europe/Dublin"
+    # ActionAfterCompletion stays NONE (AWS::Scheduler::Schedule: NONE | DELETE): with DELETE,
+    # Scheduler deletes the one-time schedule after it fires, and the next deploy's update of
+    # the CloudFormation-managed schedule (a new deadline) would fail on a missing resource.
+    assert max_hours.get("ActionAfterCompletion", "NONE") == "NONE"
+    # Scheduler assumes its role only for this account (aws:SourceAccount).
+    role = template["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
     # The scheduler's role may stop exactly this instance and nothing else.
     role_id = target["RoleArn"]["Fn::GetAtt"][0]
     policies = [
@@ -462,6 +515,16 @@ def test_ami_is_the_pinned_id_not_an_ssm_parameter(spot: dict[str, Any]) -> None
     }
 
 
+def test_nothing_is_retained_when_the_stack_is_deleted(spot: dict[str, Any]) -> None:
+    """destroy relies on DeleteStack removing every resource: a DeletionPolicy or
+    UpdateReplacePolicy of Retain/Snapshot would leave it (a volume snapshot, a key pair)
+    outside any stack (CloudFormation User Guide, DeletionPolicy attribute)."""
+    for template in spot.values():
+        for logical, res in template["Resources"].items():
+            assert res.get("DeletionPolicy", "Delete") == "Delete", logical
+            assert res.get("UpdateReplacePolicy", "Delete") == "Delete", logical
+
+
 def test_small_vpc_without_nat_or_lambda(spot: dict[str, Any]) -> None:
     for template in spot.values():
         types = {r["Type"] for r in template["Resources"].values()}
@@ -483,15 +546,16 @@ def test_key_pair_named_by_key_fingerprint(spot: dict[str, Any]) -> None:
 
 def test_disk_throughput_auto_is_each_types_ebs_burst(cdk_app: Any, tmp_path: Path) -> None:
     """Defect 8: "auto" asks gp3 for what the instance can use (EC2 User Guide, EBS-optimized
-    instances: g4dn.2xlarge 437.5 MB/s maximum; g6.2xlarge 625, DescribeInstanceTypes)."""
+    instances: g4dn.2xlarge 437.5 MB/s maximum; EC2 Instance Types guide: g6.2xlarge 625 MB/s),
+    in gp3's unit, MiB/s: 437.5 MB/s = 417 MiB/s, 625 MB/s = 596 MiB/s."""
     path = tmp_path / "rig.toml"
     path.write_text(
         '[aws]\ninstance_types = ["g4dn.2xlarge", "g6.2xlarge@eu-north-1"]\n', encoding="utf-8"
     )
     templates = _templates(cdk_app, path, tmp_path / "out")
     ebs = {k: lt_data(t)["BlockDeviceMappings"][0]["Ebs"] for k, t in templates.items()}
-    assert (ebs[G4DN]["Throughput"], ebs[G4DN]["Iops"]) == (437, 3000)
-    assert (ebs[G6]["Throughput"], ebs[G6]["Iops"]) == (625, 3000)
+    assert (ebs[G4DN]["Throughput"], ebs[G4DN]["Iops"]) == (417, 3000)
+    assert (ebs[G6]["Throughput"], ebs[G6]["Iops"]) == (596, 3000)
 
 
 def test_same_pins_give_the_same_template_whatever_ssm_says_now(

@@ -226,3 +226,46 @@ def test_no_change_set_at_all() -> None:
     )
     stub.activate()
     assert changeset.read(cfn, "SampleStack", "x", poll_s=0) is None
+
+
+def _instance_change(**rc: Any) -> list[dict[str, Any]]:
+    change = copy.deepcopy(DIRECT)
+    change[0]["ResourceChange"].update(rc)
+    return change
+
+
+def test_a_dynamic_action_on_the_instance_counts_as_a_replacement() -> None:
+    """ResourceChange.Action "Dynamic": "exact action for the resource can't be determined"
+    (botocore cloudformation model, ResourceChange.Action enum: Add | Modify | Remove | Import |
+    Dynamic | SyncWithActual). The guard cannot read it as safe, so it fails closed."""
+    cs = _read(_doc("SampleChangeSet-dynamic", _instance_change(Action="Dynamic")))
+    assert cs is not None
+    (r,) = cs.replacements()
+    assert r.action == "Dynamic" and "replaced or removed (action Dynamic)" in r.describe()
+    sync = _read(_doc("SampleChangeSet-sync", _instance_change(Action="SyncWithActual")))
+    assert sync is not None and sync.replacements() == []  # metadata only: the VM stays
+
+
+def test_a_replace_policy_action_counts_as_a_replacement() -> None:
+    """ResourceChange.PolicyAction "ReplaceAndDelete": "The resource will be replaced and then
+    deleted" (botocore cloudformation model), even where Replacement reads "False"."""
+    cs = _read(_doc("SampleChangeSet-policy", _instance_change(PolicyAction="ReplaceAndDelete")))
+    assert cs is not None and len(cs.replacements()) == 1
+
+
+def test_only_a_computed_available_change_set_is_ready() -> None:
+    """DescribeChangeSet Status CREATE_COMPLETE and ExecutionStatus AVAILABLE (botocore enums
+    ChangeSetStatus / ExecutionStatus) is the only executable pair; a change set still being
+    computed lists no changes yet, so the replacement guard must not be asked about it."""
+    ready = _read(_doc("SampleChangeSet-multiple", MULTIPLE))
+    assert ready is not None and ready.ready
+    obsolete = _read(_doc("SampleChangeSet-multiple", MULTIPLE, ExecutionStatus="OBSOLETE"))
+    assert obsolete is not None and not obsolete.ready
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stub = Stubber(cfn)
+    pending = _doc("SampleChangeSet-multiple", [], Status="CREATE_PENDING")
+    stub.add_response("describe_change_set", pending)
+    stub.activate()
+    # The wait ran out (timeout 0): what comes back is not ready, and lists nothing.
+    late = changeset.read(cfn, "SampleStack", "SampleChangeSet", timeout_s=0, poll_s=0)
+    assert late is not None and not late.ready and late.replacements() == []

@@ -256,3 +256,116 @@ def test_a_failed_prepare_is_one_line_and_changes_nothing(
     with pytest.raises(CommandError, match=r"could not prepare its change set \(exit 1\)"):
         deployer(fake, config, tmp_path / "state", cdk).run()
     assert live_instances() == [] and read_all(tmp_path / "state") == []
+
+
+def test_stale_stack_reads_after_execute_neither_pass_nor_fail_early(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """DescribeStacks may still show the status from before ExecuteChangeSet (the CDK CLI polls
+    again on such reads: aws-cdk-cli toolkit-lib cfn-api.ts stabilizeStack, "may be a stale
+    read"). botocore's StackUpdateComplete waiter would take a stale UPDATE_COMPLETE as done
+    and a stale UPDATE_ROLLBACK_COMPLETE as failed (its acceptors); rig.aws.stacks.settle reads
+    again until the operation shows."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    (first,) = deployer(fake, config, tmp_path / "state").run()
+    fake.stacks[(REGION, G4DN)].status = "UPDATE_ROLLBACK_COMPLETE"  # an earlier failed update
+    fake.stale_reads = 2
+    d = deployer(fake, config, tmp_path / "state")
+    (second,) = d.run()  # the redeploy moves the max_hours stop: an update, read stale twice
+    assert fake.stacks[(REGION, G4DN)].status == "UPDATE_COMPLETE"
+    assert second.ids["instance"] == first.ids["instance"]
+
+
+def test_a_stack_that_cannot_take_a_change_set_is_refused_before_the_cdk_cli(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """CreateChangeSet refuses a stack in UPDATE_ROLLBACK_FAILED ("... is in
+    UPDATE_ROLLBACK_FAILED state and can not be updated"); the fix is
+    continue-update-rollback (CloudFormation User Guide, "Continue rolling back an update"),
+    and the VM the stack holds may still bill."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    deployer(fake, config, tmp_path / "state").run()
+    fake.stacks[(REGION, G4DN)].status = "UPDATE_ROLLBACK_FAILED"
+    cdk = FakeCdk(fake)
+    with pytest.raises(CommandError) as err:
+        deployer(fake, config, tmp_path / "state", cdk).run()
+    msg = str(err.value)
+    assert "is UPDATE_ROLLBACK_FAILED and cannot be updated; its VM may still bill" in msg
+    assert f"continue-update-rollback --region {REGION} --stack-name {G4DN}" in msg
+    assert cdk.prepares == []
+    fake.stacks[(REGION, G4DN)].status = "UPDATE_IN_PROGRESS"
+    with pytest.raises(CommandError, match=r"another operation is still running"):
+        deployer(fake, config, tmp_path / "state", cdk).run()
+    assert cdk.prepares == []
+
+
+def test_a_change_set_still_being_computed_is_never_executed(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """A change set lists its changes only once CREATE_COMPLETE (DescribeChangeSet Status);
+    executing one the guard could not read would skip the replacement check."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    deployer(fake, config, tmp_path / "state").run()
+    fake.change_set_pending = True
+    key_file.write_text(OTHER_PUBKEY + "\n")  # a replacing change, hidden while pending
+    with pytest.raises(CommandError, match=r"could not plan .*CREATE_IN_PROGRESS"):
+        deployer(fake, config, tmp_path / "state", stack_wait_s=0.05).run()
+    assert [op for op, _ in fake.calls].count("ExecuteChangeSet") == 1  # the first deploy's
+
+
+def test_a_failed_replacement_names_the_vm_that_can_no_longer_be_stopped(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """A confirmed replacement cancels the old request first; if the update then fails and
+    rolls back, the old VM stays, running, with a cancelled request — and "You can't stop a
+    Spot Instance if the associated Spot Instance request is cancelled" (EC2 User Guide, "Stop
+    a Spot Instance"). The deploy exits 1 naming it and the fix."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    (first,) = deployer(fake, config, tmp_path / "state").run()
+    key_file.write_text(OTHER_PUBKEY + "\n")
+    fake.no_capacity_azs = {first.ids["availability_zone"]}  # the new VM cannot launch
+    with pytest.raises(CommandError) as err:
+        deployer(fake, config, tmp_path / "state", replace=True).run()
+    msg = str(err.value)
+    assert f"the old VM {first.ids['instance']} is still running and can no longer be " in msg
+    assert "make destroy now" in msg and "\n" not in msg
+    assert fake.requests[REGION][first.ids["spot_request"]].state == "cancelled"
+    assert [i["InstanceId"] for i in live_instances()] == [first.ids["instance"]]
+
+
+def test_a_rate_the_catalog_lacks_is_read_from_the_price_list(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """Stockholm's gp3 throughput rate is not in the catalog: the deploy reads it from the
+    Price List Query API (GetProducts, us-east-1 endpoint) and prints the worst case with it;
+    gp3 throughput is listed per GiBps-mo (51.2 here → $0.05 per MiB/s-month)."""
+    config = write_profile(tmp_path, 'instance_types = ["g6.2xlarge@eu-north-1"]', key_file)
+    d = deployer(fake, config, tmp_path / "state")
+    (state,) = d.run()
+    assert ("GetProducts", "us-east-1") in fake.calls
+    disk = (200 * 0.0836 + (596 - 125) * 51.2 / 1024) / 730
+    text = d.console.export_text()
+    assert f"disk ${disk:.3f}/h" in text and "(AWS Price List API, read now)" in text
+    assert state.extra["disk_usd_per_hour"] == round(disk, 5)
+
+
+def test_no_price_no_deploy(fake: FakeAws, tmp_path: Path, key_file: Path) -> None:
+    """When neither the catalog nor the Price List gives a rate, nothing is created: the worst
+    case is never printed from a guessed price."""
+    config = write_profile(tmp_path, 'instance_types = ["g6.2xlarge@eu-north-1"]', key_file)
+    fake.pricing_denied = True
+    cdk = FakeCdk(fake)
+    with pytest.raises(CommandError) as err:
+        deployer(fake, config, tmp_path / "state", cdk).run()
+    msg = str(err.value)
+    assert "gp3 throughput above 125 MiB/s per month: price unknown; live price needed" in msg
+    assert "AccessDeniedException" in msg and "disk_throughput_mbs = 125" in msg
+    assert cdk.prepares == [] and live_instances("eu-north-1") == []
+    # At gp3's free baseline no throughput or IOPS rate is needed: the catalog suffices.
+    base = write_profile(
+        tmp_path,
+        'instance_types = ["g6.2xlarge@eu-north-1"]\ndisk_throughput_mbs = 125',
+        key_file,
+    )
+    (state,) = deployer(fake, base, tmp_path / "state", cdk).run()
+    assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 730, 5)

@@ -269,6 +269,31 @@ def test_orphan_scan_covers_every_kind(fake: FakeAws) -> None:
     boto3.client("scheduler", region_name=REGION).create_schedule_group(
         Name=f"{stack}-stops", Tags=tags
     )
+    # What a failed stack delete leaves that bills nothing but must not read as "0 left".
+    vpc = ec2.create_vpc(
+        CidrBlock="10.42.0.0/24", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}]
+    )["Vpc"]["VpcId"]
+    ec2.create_security_group(
+        GroupName=f"{stack}-ssh",
+        Description="SSH from the deployer address only",
+        VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],
+    )
+    # A launch template is found by the stack's name prefix even without tags.
+    ec2.create_launch_template(
+        LaunchTemplateName=f"{stack}-template", LaunchTemplateData={"InstanceType": "g4dn.2xlarge"}
+    )
+    # An idle alarm that lost its tags is still ours by its name (reported, not assumed away).
+    boto3.client("cloudwatch", region_name=REGION).put_metric_alarm(
+        AlarmName=f"{names.stack_name('g5.2xlarge')}-idle-stop",
+        MetricName="CPUUtilization",
+        Namespace="AWS/EC2",
+        Statistic="Average",
+        Period=300,
+        EvaluationPeriods=6,
+        Threshold=5,
+        ComparisonOperator="LessThanThreshold",
+    )
     # Someone else's resources with the same project tag are not ours to report.
     ec2.create_volume(
         Size=8,
@@ -285,12 +310,16 @@ def test_orphan_scan_covers_every_kind(fake: FakeAws) -> None:
     )
     kinds = sorted(o.kind for o in scan.orphans(Aws(REGION), MOTO_OWNER))
     assert kinds == [
+        "VPC",
+        "alarm",
         "alarm",
         "elastic IP",
         "instance",
         "key pair",
+        "launch template",
         "network interface",
         "schedule group",
+        "security group",
         "spot request",
         "volume",  # the instance's root volume, tagged by the launch template
     ]
@@ -323,3 +352,46 @@ def test_aws_disabled_after_a_deploy_still_destroys_what_the_state_names(
     rc, out, _ = destroy(disabled, tmp_path / "state", capsys)
     assert rc == 0 and live_instances(REGION) == []
     assert "orphan scan in eu-west-1: 0 left" in out
+
+
+def test_destroy_is_not_fooled_by_stale_stack_reads(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """Right after DeleteStack, DescribeStacks may still show UPDATE_COMPLETE (eventual
+    consistency; the CDK CLI polls again on such reads: toolkit-lib cfn-api.ts stabilizeStack).
+    botocore's StackDeleteComplete waiter lists UPDATE_COMPLETE as a failure state and stops
+    at the first read: destroy would report a stack that is being deleted as left behind."""
+    from rich.console import Console
+
+    from rig.aws.destroy import Destroyer, report_lines
+    from rig.profile import load_profile
+
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    deployer(fake, config, tmp_path / "state").run()
+    # As after any redeploy that changed something (e.g. the max_hours stop moved).
+    fake.stacks[(REGION, names.stack_name("g4dn.2xlarge"))].status = "UPDATE_COMPLETE"
+    fake.stale_reads = 2
+    console = Console(record=True, width=250)
+    report = Destroyer(
+        load_profile(config), console, state_dir=tmp_path / "state", poll_s=0.01
+    ).run()
+    lines, error = report_lines(report)
+    assert error is None, lines
+    assert lines == ["orphan scan in eu-west-1: 0 left"]
+    assert "could not delete" not in console.export_text()
+
+
+def test_termination_protection_is_reported_not_hidden(
+    fake: FakeAws, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """DeleteStack on a protected stack is refused ("cannot be deleted while
+    TerminationProtection is enabled"; CloudFormation User Guide, "Protect a stack from being
+    deleted"). The VM is terminated first anyway; the stack is listed and the exit is 1."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    (state,) = deployer(fake, config, tmp_path / "state").run()
+    fake.protected = {state.ids["stack"]}
+    rc, out, err = destroy(config, tmp_path / "state", capsys)
+    assert rc == 1
+    assert live_instances(REGION) == []
+    assert "TerminationProtection is enabled" in out
+    assert f"stack {state.ids['stack']} in eu-west-1" in out and "1 resource(s) still exist" in err

@@ -324,3 +324,20 @@ def test_key_pair_names_follow_the_key() -> None:
     a, b = names.key_pair_name(stack, PUBKEY), names.key_pair_name(stack, OTHER_PUBKEY)
     assert a != b and a.startswith(f"{stack}-key-") and len(a.rsplit("-", 1)[1]) == 12
     assert names.key_pair_name(stack, PUBKEY + " another comment") == a  # the key, not its label
+
+
+def test_clients_retry_throttling_with_backoff() -> None:
+    """RequestLimitExceeded (EC2's throttling code) is one of the throttling errors botocore's
+    "standard" retry mode backs off on (botocore/retries/standard.py, _THROTTLED_ERROR_CODES);
+    its default of 3 attempts is raised to 10 retries (11 attempts) so that a destroy across
+    regions does not give up ("could not verify") on a burst of throttling."""
+    from botocore.retries import standard
+
+    assert "RequestLimitExceeded" in standard.ThrottledRetryableChecker._THROTTLED_ERROR_CODES
+    with mock_aws():
+        aws = Aws(REGION)
+        for service in ("ec2", "cloudformation", "cloudwatch", "scheduler"):
+            retries = aws.client(service).meta.config.retries
+            assert retries == {"mode": "standard", "total_max_attempts": 11}, service
+        # The Price List is asked at its own endpoint, whatever the VM's region.
+        assert aws.client("pricing").meta.region_name == "us-east-1"

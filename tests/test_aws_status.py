@@ -27,7 +27,7 @@ pytest_plugins = ["aws_support"]  # fixtures: aws_env, fake, key_file
 T0 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
 IID = "i-0598c7d356eba48d7"
 RID = "sir-08b93456"
-DISK = 0.0429  # $/h: 200 GB gp3 at 437 MB/s in eu-west-1 (catalog rates)
+DISK = 0.0417  # $/h: 200 GB gp3 at 417 MiB/s in eu-west-1 (catalog rates)
 IPV4 = 0.005
 
 
@@ -333,3 +333,89 @@ def test_rig_status_asks_ec2_through_the_registered_provider(
     assert row["verified"] is True
     assert row["state"] == "stopped" and row["minutes_to_deadline"] == 0
     assert row["hours_billed"] < 1  # stopped right after deploy, not "75 h up"
+
+
+def test_an_experiment_interruption_is_an_interruption() -> None:
+    """AWS FIS stops a spot VM with the code instance-stopped-by-experiment (request state
+    disabled): EC2 User Guide, "State changes for a Spot request", Interruption experiments.
+    Like any interruption, only EC2 restarts it."""
+    now = T0 + dt.timedelta(hours=3)
+    aws, _ = stubbed(
+        (
+            "describe_instances",
+            instance(
+                "stopped",
+                T0,
+                StateTransitionReason=f"Service initiated ({T0 + dt.timedelta(hours=1):%Y-%m-%d %H:%M:%S} GMT)",  # noqa: E501
+            ),
+        ),
+        ("describe_spot_instance_requests", request("disabled", "instance-stopped-by-experiment")),
+        ("describe_spot_price_history", prices((T0, "0.2706"))),
+    )
+    row = live_row(state(), now, aws)
+    assert row["state"] == "interrupted"
+    assert "only EC2 can restart an interrupted spot instance" in row["note"]
+
+
+def test_the_two_minute_notice_is_said() -> None:
+    """marked-for-stop (request active, instance running): EC2 is about to stop the VM
+    (EC2 User Guide, "State changes for a Spot request", Fulfilled-terminal)."""
+    now = T0 + dt.timedelta(hours=1)
+    aws, _ = stubbed(
+        ("describe_instances", instance("running", T0)),
+        ("describe_spot_instance_requests", request("active", "marked-for-stop")),
+        ("describe_spot_price_history", prices((T0, "0.2706"))),
+    )
+    row = live_row(state(), now, aws)
+    assert row["state"] == "running"
+    assert "2-minute interruption notice (marked-for-stop)" in row["note"]
+
+
+def test_the_disk_bills_from_its_volume_not_from_the_last_redeploy() -> None:
+    """A redeploy rewrites deployed_at, but the root volume (and its bill) dates from the first
+    deploy: its CreateTime (EC2 API Reference, DescribeVolumes → Volume.CreateTime; the root
+    device from Instance.RootDeviceName and BlockDeviceMappings)."""
+    created = T0 - dt.timedelta(days=2)
+    now = T0 + dt.timedelta(hours=1)
+    aws, stub = stubbed(
+        (
+            "describe_instances",
+            instance(
+                "running",
+                T0,
+                RootDeviceName="/dev/sda1",
+                BlockDeviceMappings=[
+                    {
+                        "DeviceName": "/dev/sda1",
+                        "Ebs": {
+                            "VolumeId": "vol-049df61146c4d7901",
+                            "AttachTime": created,
+                            "DeleteOnTermination": True,
+                            "Status": "attached",
+                        },
+                    }
+                ],
+            ),
+        ),
+        ("describe_spot_instance_requests", request("active", "fulfilled")),
+        ("describe_spot_price_history", prices((T0, "0.2706"))),
+        (
+            "describe_volumes",
+            {
+                "Volumes": [
+                    {
+                        "VolumeId": "vol-049df61146c4d7901",
+                        "CreateTime": created,
+                        "Size": 200,
+                        "State": "in-use",
+                        "VolumeType": "gp3",
+                        "AvailabilityZone": "eu-west-1b",
+                        "Encrypted": True,
+                    }
+                ]
+            },
+        ),
+    )
+    row = live_row(state(), now, aws)  # deployed_at = T0, the redeploy
+    stub.assert_no_pending_responses()
+    assert row["usd_stopped_extras"] == round(49 * DISK, 2)  # 2 days + 1 h, not 1 h

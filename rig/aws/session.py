@@ -18,6 +18,7 @@ _LOADER: botocore.loaders.Loader | None = None
 # "standard" mode with exponential backoff (botocore/retries/standard.py lists RequestLimitExceeded
 # among its throttling codes); its default of 3 attempts is too few for a destroy that walks
 # several regions at once, and a destroy that gives up early reports "could not verify".
+# (Config's max_attempts counts retries: 10 retries, 11 attempts.)
 RETRIES = botocore.config.Config(retries={"mode": "standard", "max_attempts": 10})
 # The Price List Query API has two endpoints, us-east-1 and ap-south-1 (AWS SDK API docs for
 # the Price List Service, "Service Endpoint"); the prices it returns cover every region.
