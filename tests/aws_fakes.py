@@ -165,6 +165,9 @@ class FakeAws:
         self.pricing_denied = False
         self.change_set_pending = False  # CloudFormation still computing the change set
         self.protected: set[str] = set()  # stacks with termination protection on
+        # Regions that answer every EC2/CloudFormation call with an error code, as an opt-in
+        # region not enabled (OptInRequired) or a denied identity (UnauthorizedOperation).
+        self.denied_regions: dict[str, str] = {}
         self._seq = itertools.count(1)
         self._internal = False
         self._params: dict[int, dict[str, Any]] = {}
@@ -367,11 +370,19 @@ class FakeAws:
         req.state, req.code = "disabled", "instance-stopped-no-capacity"
         self.interrupted.add(instance_id)
 
+    def _denied(self, region: str) -> Any:
+        code = self.denied_regions.get(region)
+        if code is None:
+            return None
+        return _error(code, f"{code}: you are not subscribed to this service in {region}", 403)
+
     def _ec2_before(self, model: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         context["fake_region"] = _region(kwargs)  # after-call is not told the region
         if self._internal:
             return None
         region = _region(kwargs)
+        if (denied := self._denied(region)) is not None:
+            return denied
         params = context.get("fake_params", {})
         self.calls.append((model.name, region))
         reqs = self.requests.setdefault(region, {})
@@ -460,6 +471,8 @@ class FakeAws:
 
     def _cloudformation(self, model: Any, context: dict[str, Any], **kwargs: Any) -> Any:
         region = _region(kwargs)
+        if (denied := self._denied(region)) is not None:
+            return denied
         params = context.get("fake_params", {})
         name = params.get("StackName", "")
         self.calls.append((model.name, region))

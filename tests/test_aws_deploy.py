@@ -270,8 +270,12 @@ def test_stale_stack_reads_after_execute_neither_pass_nor_fail_early(
     (first,) = deployer(fake, config, tmp_path / "state").run()
     fake.stacks[(REGION, G4DN)].status = "UPDATE_ROLLBACK_COMPLETE"  # an earlier failed update
     fake.stale_reads = 2
-    d = deployer(fake, config, tmp_path / "state")
-    (second,) = d.run()  # the redeploy moves the max_hours stop: an update, read stale twice
+    # A longer max_hours moves the deadline schedule: an update (not a replacement).
+    longer = write_profile(
+        tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file, "[autostop]\nmax_hours = 5\n"
+    )
+    d = deployer(fake, longer, tmp_path / "state")
+    (second,) = d.run()  # an update whose first two reads are stale
     assert fake.stacks[(REGION, G4DN)].status == "UPDATE_COMPLETE"
     assert second.ids["instance"] == first.ids["instance"]
 
@@ -369,3 +373,25 @@ def test_no_price_no_deploy(fake: FakeAws, tmp_path: Path, key_file: Path) -> No
     )
     (state,) = deployer(fake, base, tmp_path / "state", cdk).run()
     assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 730, 5)
+
+
+def test_a_running_vm_whose_request_ended_is_not_handed_over(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """Past ValidUntil (or cancelled by hand) the request is cancelled while the VM keeps
+    running ("request-canceled-and-instance-running": EC2 User Guide, "State changes for a Spot
+    request"), and "You can't stop a Spot Instance if the associated Spot Instance request is
+    cancelled" ("Stop a Spot Instance"): no idle alarm or max_hours stop works any more. A
+    redeploy must say so and exit 1 rather than report the VM ready."""
+    config = write_profile(tmp_path, 'instance_types = ["g4dn.2xlarge"]', key_file)
+    (first,) = deployer(fake, config, tmp_path / "state").run()
+    boto3.client("ec2", region_name=REGION).cancel_spot_instance_requests(
+        SpotInstanceRequestIds=[first.ids["spot_request"]]
+    )
+    req = fake.requests[REGION][first.ids["spot_request"]]
+    assert (req.state, req.code) == ("cancelled", "request-canceled-and-instance-running")
+    with pytest.raises(CommandError) as err:
+        deployer(fake, config, tmp_path / "state").run()
+    msg = str(err.value)
+    assert f"{first.ids['instance']} runs but its spot request" in msg
+    assert "nothing can stop it now" in msg and "make destroy" in msg

@@ -395,3 +395,25 @@ def test_termination_protection_is_reported_not_hidden(
     assert live_instances(REGION) == []
     assert "TerminationProtection is enabled" in out
     assert f"stack {state.ids['stack']} in eu-west-1" in out and "1 resource(s) still exist" in err
+
+
+@pytest.mark.parametrize("code", ["OptInRequired", "UnauthorizedOperation"])
+def test_a_region_that_cannot_be_asked_is_could_not_verify(
+    fake: FakeAws, tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture, code: str
+) -> None:
+    """A recorded region whose APIs refuse the caller (EC2 API Reference, common client
+    errors: OptInRequired "You are not authorized to use the requested service. Ensure that
+    you have subscribed to the service", UnauthorizedOperation) cannot be scanned: exit 1 with
+    "could not verify" for it, never "0 left", while the region that answers is cleaned."""
+    config = write_profile(tmp_path, THREE, key_file)
+    deployer(fake, config, tmp_path / "state").run()
+    fake.denied_regions = {"eu-north-1": code}
+    rc, out, err = destroy(config, tmp_path / "state", capsys)
+    assert rc == 1
+    assert live_instances("eu-west-1") == []
+    assert "0 left" not in out + err
+    assert "could not verify eu-north-1" in out and code in out
+    assert names.console_link("eu-north-1") in out + err
+    assert "could not verify eu-north-1" in err and err.strip().count("\n") == 0
+    # The state of the unverified region is kept: the next destroy tries it again.
+    assert [s.region for s in read_all(tmp_path / "state")] == ["eu-north-1"]

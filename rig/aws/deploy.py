@@ -242,7 +242,8 @@ class Deployer:
                 cancelled = self._guard_replacement(aws, plan, cs)
             cfn.execute_change_set(ChangeSetName=CHANGE_SET_NAME, StackName=name)
             try:
-                final = stacks.settle(aws, name, self.stack_wait_s, self.poll_s)
+                ends = stacks.UPDATE_ENDS if existing else stacks.CREATE_ENDS
+                final = stacks.settle(aws, name, self.stack_wait_s, self.poll_s, ends)
             except stacks.StackTimeout as exc:
                 raise CommandError(
                     f"{exc} — the VM may be billing: watch it in the CloudFormation console, "
@@ -364,6 +365,20 @@ class Deployer:
                 f"{instance_id} is {state} but its stack remains — run make destroy, then "
                 "make deploy-aws for a new VM"
             )
+        if spot and state in ("pending", "running"):
+            # A request past its ValidUntil is cancelled while the VM runs on (EC2 User Guide,
+            # "State changes for a Spot request": request-canceled-and-instance-running); such
+            # a VM can no longer be stopped, so the idle alarm, the max_hours stop and the
+            # watchdog all fail ("Stop a Spot Instance"): never hand it over as ready.
+            request = spot_request_of(aws, inst)
+            if request is not None and request["State"] in ("cancelled", "closed", "failed"):
+                status = request.get("Status", {}).get("Code", "")
+                raise CommandError(
+                    f"{instance_id} runs but its spot request {request['SpotInstanceRequestId']} "
+                    f"is {request['State']} ({status}): nothing can stop it now (EC2 User Guide, "
+                    "Stop a Spot Instance) and it bills until terminated — run make destroy, "
+                    "then make deploy-aws"
+                )
         if state == "stopped":
             request = spot_request_of(aws, inst) if spot else None
             if request is not None and request["State"] in ("cancelled", "closed", "failed"):

@@ -109,10 +109,28 @@ class StackTimeout(Exception):
     """The stack was still changing when the wait ran out."""
 
 
-def settle(aws: Aws, name: str, wait_s: float, poll_s: float = 10) -> str | None:
+# The settled states each operation can end in (CloudFormation stack status codes).
+CREATE_ENDS = ("CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED")
+UPDATE_ENDS = (
+    "UPDATE_COMPLETE",
+    "UPDATE_FAILED",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "UPDATE_ROLLBACK_FAILED",
+)
+
+
+def settle(
+    aws: Aws,
+    name: str,
+    wait_s: float,
+    poll_s: float = 10,
+    ends: tuple[str, ...] | None = None,
+) -> str | None:
     """Poll an operation just started on the stack (ExecuteChangeSet, DeleteStack) until it
-    ends: its final status, or None once the stack is gone. A settled status read before any
-    *_IN_PROGRESS one may be the previous operation's: it is read again up to STALE_READS times."""
+    ends: its final status, or None once the stack is gone. A settled status that is not one
+    this operation ends in (`ends`) is the previous operation's, read again until the wait
+    runs out; one it can end in, read before any *_IN_PROGRESS, may still be the previous
+    operation's too (an update after an update): it is read again up to STALE_READS times."""
     deadline = time.monotonic() + wait_s
     seen_progress = False
     stale_reads = 0
@@ -123,6 +141,8 @@ def settle(aws: Aws, name: str, wait_s: float, poll_s: float = 10) -> str | None
         in_progress = current.endswith("_IN_PROGRESS") and current != "REVIEW_IN_PROGRESS"
         if in_progress:
             seen_progress = True
+        elif ends is not None and current not in ends:
+            pass  # not this operation's end: an old read
         elif seen_progress or stale_reads >= STALE_READS:
             return current
         else:
