@@ -269,3 +269,42 @@ def test_only_a_computed_available_change_set_is_ready() -> None:
     # The wait ran out (timeout 0): what comes back is not ready, and lists nothing.
     late = changeset.read(cfn, "SampleStack", "SampleChangeSet", timeout_s=0, poll_s=0)
     assert late is not None and not late.ready and late.replacements() == []
+
+
+def test_the_failure_reason_is_the_latest_operations_own() -> None:
+    """DescribeStackEvents lists every operation's events, newest first; each operation opens
+    with the stack's own event reading "User Initiated" (CloudFormation User Guide, "View stack
+    events"). An old deploy's failure must not be reported as today's reason."""
+    from rig.aws import stacks
+    from rig.aws.session import Aws
+
+    def event(n: int, rtype: str, status: str, reason: str) -> dict[str, Any]:
+        return {
+            "StackId": STACK_ID,
+            "EventId": f"ev-{n}",
+            "StackName": "SampleStack",
+            "LogicalResourceId": "SampleStack" if "Stack" in rtype else "Instance",
+            "ResourceType": rtype,
+            "Timestamp": CREATED,
+            "ResourceStatus": status,
+            "ResourceStatusReason": reason,
+        }
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stub = Stubber(cfn)
+    stub.add_response(
+        "describe_stack_events",
+        {
+            "StackEvents": [
+                event(5, "AWS::CloudFormation::Stack", "UPDATE_ROLLBACK_COMPLETE", ""),
+                event(4, "AWS::EC2::Instance", "UPDATE_FAILED", "today's reason"),
+                event(3, "AWS::CloudFormation::Stack", "UPDATE_IN_PROGRESS", "User Initiated"),
+                event(2, "AWS::EC2::Instance", "CREATE_FAILED", "last week's reason"),
+                event(1, "AWS::CloudFormation::Stack", "CREATE_IN_PROGRESS", "User Initiated"),
+            ]
+        },
+    )
+    stub.activate()
+    aws = Aws("us-east-1", boto3.Session(region_name="us-east-1"))
+    aws._clients["cloudformation"] = cfn
+    assert stacks.failure(aws, "SampleStack") == "today's reason"

@@ -70,12 +70,22 @@ def failure(aws: Aws, name: str) -> str | None:
         events = [e for p in pages for e in p["StackEvents"]]
     except botocore.exceptions.ClientError:
         return None
+    # Events come newest first. The latest operation starts with the stack's own event whose
+    # reason is "User Initiated"; failures before it belong to earlier deploys.
+    latest: list[dict[str, Any]] = []
+    for e in events:
+        latest.append(e)
+        if (
+            e.get("ResourceType") == "AWS::CloudFormation::Stack"
+            and e.get("ResourceStatusReason") == "User Initiated"
+        ):
+            break
     failed = [
         e
-        for e in events
+        for e in latest
         if e.get("ResourceStatus", "").endswith("_FAILED") and e.get("ResourceStatusReason")
     ]
-    # Events come newest first; the root cause is the oldest failure.
+    # The root cause is the oldest failure of the operation.
     return failed[-1]["ResourceStatusReason"] if failed else None
 
 
