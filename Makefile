@@ -127,9 +127,11 @@ synth-aws: setup-aws cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag
 	$(PY) -m rig synth-aws
 
 deploy-aws: setup-aws cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deploy, SSH, Ansible (YES=1: no question)
-	$(PY) -m rig deploy aws $(if $(YES),--yes)
+	$(PY) -m rig deploy aws $(if $(YES),--yes) $(if $(REPLACE),--replace)
 
-destroy: setup-bench cdk-cli ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
+# destroy needs Python only: AWS is removed with boto3 (no Node.js, no CDK CLI); a cloud whose
+# extra is missing and that has nothing recorded is skipped, so an Azure-only setup can destroy.
+destroy: setup-bench ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
 	@rc=0; $(PY) -m rig destroy aws || rc=1; \
 	$(PY) -m rig destroy azure || rc=1; exit $$rc
 

@@ -28,7 +28,7 @@ ROOT_DEVICE = "/dev/sda1"  # the root device name of Ubuntu AMIs and the DLAMI
 VPC_CIDR = "10.42.0.0/24"
 STOP_INSTANCES_TARGET = "arn:aws:scheduler:::aws-sdk:ec2:stopInstances"
 # The launch template tags every resource RunInstances creates, so that the orphan scan in
-# rig/aws.py finds them by tag after the stack is gone (CloudFormation does not see them).
+# rig/aws/scan.py finds them by tag after the stack is gone (CloudFormation does not see them).
 LAUNCHED_RESOURCE_TYPES = ("instance", "volume", "network-interface", "spot-instances-request")
 
 
@@ -36,8 +36,10 @@ LAUNCHED_RESOURCE_TYPES = ("instance", "volume", "network-interface", "spot-inst
 class RehearsalProps:
     instance_type: str
     availability_zone: str
-    ssh_cidr: str  # a single address: "203.0.113.7/32" (or an IPv6 /128)
+    ssh_cidr: str  # an IPv4 CIDR, normally one address: "203.0.113.7/32"
     public_key: str  # OpenSSH public key material
+    key_name: str  # "<stack>-key-<fingerprint>": a new key gets a new name (see rig.aws.names)
+    ami_id: str | None  # pinned at the first deploy; None: the SSM parameter (offline synth)
     ami_ssm_parameter: str
     ssh_user: str
     disk_gb: int
@@ -45,6 +47,7 @@ class RehearsalProps:
     disk_iops: int
     spot: bool
     spot_max_price: float | None  # None: the on-demand price is the cap
+    spot_valid_until: str  # "YYYY-MM-DDTHH:MM:SSZ", pinned at the first deploy
     idle_minutes: int
     deadline_utc: str  # "YYYY-MM-DDTHH:MM:SS": the max_hours stop
     daily_shutdown: str | None  # "HH:MM" or None
@@ -88,17 +91,17 @@ class RehearsalStack(cdk.Stack):
             description="SSH from the deployer address only; Ollama is reached by SSH tunnel",
             allow_all_outbound=True,  # apt, model pulls from the Ollama registry
         )
-        peer = (
-            ec2.Peer.ipv6(props.ssh_cidr)
-            if ":" in props.ssh_cidr
-            else ec2.Peer.ipv4(props.ssh_cidr)
+        if ":" in props.ssh_cidr:
+            # The VPC has no IPv6: such a rule would admit nobody (rig check refuses it first).
+            raise ValueError(f"ssh_cidr {props.ssh_cidr} is IPv6; the VPC is IPv4 only")
+        sg.add_ingress_rule(
+            ec2.Peer.ipv4(props.ssh_cidr), ec2.Port.tcp(22), "SSH from the deployer"
         )
-        sg.add_ingress_rule(peer, ec2.Port.tcp(22), "SSH from the deployer")
 
         key = ec2.KeyPair(
             self,
             "Key",
-            key_pair_name=f"{name}-key",
+            key_pair_name=props.key_name,
             public_key_material=props.public_key,  # imported: the private key stays local
         )
 
@@ -126,9 +129,12 @@ class RehearsalStack(cdk.Stack):
             "Template",
             launch_template_name=f"{name}-template",
             instance_type=ec2.InstanceType(props.instance_type),
-            # A public SSM parameter becomes a CloudFormation parameter resolved at deploy:
-            # synth needs no AMI lookup and no credentials.
-            machine_image=ec2.MachineImage.from_ssm_parameter(props.ami_ssm_parameter),
+            # The AMI id pinned at the first deploy, as a literal: an SSM parameter would be
+            # resolved again at every deploy and a new DLAMI would replace the VM (CDK API
+            # docs, MachineImage.fromSsmParameter). Offline synth keeps the parameter.
+            machine_image=ec2.MachineImage.generic_linux({self.region: props.ami_id})
+            if props.ami_id
+            else ec2.MachineImage.from_ssm_parameter(props.ami_ssm_parameter),
             block_devices=[
                 ec2.BlockDevice(
                     device_name=ROOT_DEVICE,
@@ -157,6 +163,15 @@ class RehearsalStack(cdk.Stack):
             "LaunchTemplateData.TagSpecifications",
             [{"ResourceType": rt, "Tags": all_tags} for rt in LAUNCHED_RESOURCE_TYPES],
         )
+        if props.spot:
+            # A far, fixed end for the persistent request (rig.aws.preflight: the 7-day default
+            # would leave a VM that cannot be stopped). Set as an override because the L2
+            # renders Expiration with toUTCString ("Tue, 01 Dec 2027 ..."), not the
+            # YYYY-MM-DDTHH:MM:SSZ form the EC2 API documents for ValidUntil.
+            cfn_template.add_property_override(
+                "LaunchTemplateData.InstanceMarketOptions.SpotOptions.ValidUntil",
+                props.spot_valid_until,
+            )
 
         instance = ec2.CfnInstance(
             self,

@@ -8,14 +8,20 @@ from rig.profile import Profile
 
 def advisories(profile: Profile, cat: Catalog) -> list[str]:
     out: list[str] = []
+    aws_places = [(p.instance_type, p.region) for p in profile.aws.placements()]
     clouds = (
-        ("aws", profile.aws, profile.aws.region, profile.aws.instance_types, "instance_types"),
-        ("azure", profile.azure, profile.azure.location, profile.azure.vm_sizes, "vm_sizes"),
+        ("aws", profile.aws, aws_places, "instance_types"),
+        (
+            "azure",
+            profile.azure,
+            [(n, profile.azure.location) for n in profile.azure.vm_sizes],
+            "vm_sizes",
+        ),
     )
-    for cloud, section, region, names, field in clouds:
+    for cloud, section, places, field in clouds:
         if not section.enabled:
             continue
-        for i, name in enumerate(names):
+        for i, (name, region) in enumerate(places):
             price = cat.instances[name].price_in(region)
             path = f"{cloud}.{field}[{i}]"
             if price is None:
@@ -33,6 +39,7 @@ def advisories(profile: Profile, cat: Catalog) -> list[str]:
                     f"{name}'s on-demand ${price.usd_per_hour:.3f}/h in {region} — "
                     "spot at that cap can cost more than on-demand"
                 )
+    out += profile.aws.notes(cat)  # e.g. disk throughput the instance type cannot use
     if profile.access.allow_open_ssh:
         out.append(
             "access.allow_open_ssh: true — SSH may be opened wider than your own address;"

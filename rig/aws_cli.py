@@ -1,7 +1,7 @@
 """`python -m rig deploy aws | destroy aws | synth-aws`: the AWS commands (rig.cli loads this).
 
-rig.aws (boto3) is imported inside the handlers: a checkout without the AWS dependencies still
-lists every command, and the other commands never pay for importing boto3.
+The boto3 modules of rig.aws are imported inside the handlers: a checkout without the AWS
+dependencies still lists every command, and the other commands never pay for importing boto3.
 """
 
 from __future__ import annotations
@@ -15,22 +15,30 @@ from rig.catalog import load_catalog
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.state import STATE_DIR
+from rig.status import register_live
 
 CDK_OUT = Path(__file__).resolve().parent.parent / "cdk" / "cdk.out"
 
 
 def add_commands(commands) -> None:  # commands: rig.cli.Commands (not imported: no cycle)
+    # `rig status` asks EC2 for the real state of every AWS VM (rig/aws/status.py).
+    register_live("aws", "rig.aws.status:live_row")
     deploy = commands.deploy.add_parser(
-        "aws", help="preflight, cdk deploy one spot GPU VM per aws.instance_types, wait for SSH"
+        "aws", help="preflight + cost, one spot GPU VM per aws.instance_types, wait for SSH"
     )
     _common(deploy)
     deploy.add_argument(
         "--yes", action="store_true", help="do not ask before deploying (the cost is printed)"
     )
+    deploy.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a change that replaces a VM (new disk: models pulled again)",
+    )
     deploy.set_defaults(func=cmd_deploy)
 
     destroy = commands.destroy.add_parser(
-        "aws", help="cancel spot requests, cdk destroy, then a tag scan that must find nothing"
+        "aws", help="cancel spot requests, terminate, delete the stacks, then an orphan scan"
     )
     _common(destroy)
     destroy.set_defaults(func=cmd_destroy)
@@ -53,58 +61,56 @@ def _profile(path: Path) -> Profile:
 
 
 def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
-    from rig import aws
+    from rig.aws.deploy import Deployer, ready_lines
 
     profile = _profile(args.config)
-    deployer = aws.Deployer(
+    deployer = Deployer(
         profile=profile,
         cat=load_catalog(),
         console=console,
-        aws=aws.Aws(profile.aws.region),
         state_dir=args.state_dir,
         yes=args.yes,
+        replace=args.replace,
     )
     for state in deployer.run():
-        for line in aws.ready_lines(state):
+        for line in ready_lines(state):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
 def cmd_destroy(args: argparse.Namespace, console: Console) -> int:
-    from rig import aws
+    from rig.aws.destroy import Destroyer, report_lines
 
     profile = _profile(args.config)
-    report = aws.destroy(profile, console, aws.Aws(profile.aws.region), state_dir=args.state_dir)
-    if report.leftovers:
-        console.print(f"[red]{len(report.leftovers)} AWS resource(s) left behind:[/red]")
-        for item in report.leftovers:
-            console.print(f"  {item.line()}", highlight=False, markup=False, soft_wrap=True)
-        raise CommandError(
-            f"destroy aws: {len(report.leftovers)} resource(s) still exist and may bill — "
-            "remove them with the commands above, then rerun make destroy"
-        )
-    console.print(f"orphan scan in {profile.aws.region}: 0 left", highlight=False)
+    report = Destroyer(profile, console, state_dir=args.state_dir).run()
+    lines, error = report_lines(report)
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if error is not None:
+        raise error
     return 0
 
 
 def cmd_synth(args: argparse.Namespace, console: Console) -> int:
-    from rig import aws
+    from rig.aws.cdk_cli import CdkCli
+    from rig.aws.deploy import base_context
+    from rig.aws.names import PLACEHOLDER_SSH_CIDR
 
     profile = _profile(args.config)
     out = args.out.resolve()
     if profile.access.network() is None:
         console.print(
-            f'access.ssh_source = "auto": synthesized with {aws.PLACEHOLDER_SSH_CIDR} '
+            f'access.ssh_source = "auto": synthesized with {PLACEHOLDER_SSH_CIDR} '
             "(deploy puts your /32 in)",
             highlight=False,
         )
-    rc = aws.CdkCli(output=out).synth(aws.base_context(profile), region=profile.aws.region)
+    regions = sorted({p.region for p in profile.aws.placements()})
+    rc = CdkCli(output=out).synth(base_context(profile), region=regions[0])
     if rc != 0:
         raise CommandError(
             "cdk synth failed — see the errors above (an unacknowledged cdk-nag finding fails "
             "it on purpose: fix it or add a reasoned entry to cdk/nag_acknowledgements.py)"
         )
-    templates = sorted(out.glob("*.template.json"))
-    for t in templates:
+    for t in sorted(out.glob("*.template.json")):
         console.print(f"  {t}", highlight=False)
     return 0

@@ -111,13 +111,17 @@ def build_plan(profile: Profile, cat: Catalog | None = None, cloud: Cloud | None
         if cloud is not None and which != cloud:
             continue
         section = profile.aws if which == "aws" else profile.azure
-        region = profile.aws.region if which == "aws" else profile.azure.location
         image = cat.images_of(which)[section.image]
-        if which == "aws":
-            disk = f"{section.disk_gb} GB gp3, {profile.aws.disk_throughput_mbs} MB/s"
-        else:
-            disk = f"{section.disk_gb} GB {profile.azure.disk_type}"
         for m in res[which]:
+            # An AWS type may run in its own region ("g6.2xlarge@eu-north-1").
+            region = m.get("region") or (
+                profile.aws.region if which == "aws" else profile.azure.location
+            )
+            if which == "aws":
+                mbs = profile.aws.throughput_for(m["type"], cat)
+                disk = f"{section.disk_gb} GB gp3, {mbs} MiB/s"
+            else:
+                disk = f"{section.disk_gb} GB {profile.azure.disk_type}"
             target = f"{which}-{m['type']}"
             inst = cat.instances[m["type"]]
             gpu = cat.gpus[m["gpu"]]
@@ -156,7 +160,7 @@ def build_plan(profile: Profile, cat: Catalog | None = None, cloud: Cloud | None
                     usd_per_hour=per_hour,
                     worst_case=f"${worst:.2f} in {hours:g} h (max_hours)"
                     if worst is not None
-                    else "unknown until the live price",
+                    else (m.get("price_unknown") or "unknown until the live price"),
                 )
             )
             flags += _differences(profile, cat, which, m)

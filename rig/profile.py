@@ -11,6 +11,7 @@ import ipaddress
 import re
 import tomllib
 import zoneinfo
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -207,27 +208,116 @@ def _disk_problem(
     )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """One AWS stack: an instance type and the region it runs in."""
+
+    instance_type: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.instance_type}@{self.region}"
+
+
+# An instance type may carry its own region: "g6.2xlarge@eu-north-1". Chosen over a separate
+# per-type table because the type and where it runs stay in one list entry, in the one list a
+# user edits to change the side-by-side (g6/L4 is not offered in eu-west-1, so the plan's three
+# candidates need two regions). Entries without "@" run in aws.region.
+PLACEMENT_SEPARATOR = "@"
+# gp3 limits (botocore 1.44 EC2 model, LaunchTemplateEbsBlockDeviceRequest: Throughput "Valid
+# Range: Minimum value of 125. Maximum value of 2,000", Iops "gp3: 3,000 - 80,000 IOPS";
+# aws-cdk-lib 2.275 aws-ec2 volume.js: at most 0.25 MiB/s per provisioned IOPS and 500 IOPS per
+# GiB of volume size). Throughput is in MiB/s.
+GP3_MIN_MBS, GP3_MAX_MBS = 125, 2000
+GP3_MIN_IOPS, GP3_MAX_IOPS = 3000, 80000
+GP3_MBS_PER_IOPS = 0.25  # gp3: at most 0.25 MiB/s of throughput per provisioned IOPS
+GP3_IOPS_PER_GIB = 500  # gp3: at most 500 IOPS per GiB of volume size
+# The EC2 User Guide's EBS-optimized table gives instance throughput in MB/s (10^6 bytes: its
+# 3,500 Mbps row reads 437.5 MB/s); gp3 throughput is provisioned in MiB/s (2^20 bytes).
+MIB = 1024 * 1024
+
+
+def mb_to_mib(mb_per_s: float) -> int:
+    """Whole MiB/s that fit in a MB/s figure (rounded down: more would be paid, never used)."""
+    return int(mb_per_s * 1_000_000 // MIB)
+
+
+def split_placement(entry: str, default_region: str) -> Placement:
+    instance_type, sep, region = entry.partition(PLACEMENT_SEPARATOR)
+    return Placement(instance_type.strip(), region.strip() if sep else default_region)
+
+
+def cheapest_region(inst: Any) -> tuple[str, float | None]:
+    """Where the catalog offers a type at the lowest on-demand price (else its first region)."""
+    price = inst.cheapest_price()
+    if price is not None:
+        return price.region, price.usd_per_hour
+    return (inst.regions[0] if inst.regions else "?"), None
+
+
 class AwsSection(Section):
     name: ClassVar[str] = "aws"
     enabled: bool = Field(True, description="Deploy to AWS with make deploy-aws.")
     region: str = Field("eu-west-1", description="AWS region.")
     instance_types: list[str] = Field(
         default_factory=lambda: ["g4dn.2xlarge"],
-        description="One stack per type, side by side (g4dn = T4, g5 = A10G, g6 = L4).",
+        description='One stack per type (g4dn = T4, g5 = A10G, g6 = L4); "TYPE@REGION" runs '
+        'one in another region, e.g. "g6.2xlarge@eu-north-1".',
     )
     spot: bool = Field(True, description="Spot (stoppable, persistent) instead of on-demand.")
     spot_max_price: float | str = Field(
         "", description='USD/h cap for spot; "" = the on-demand price as cap.'
     )
     disk_gb: int = Field(200, description="Encrypted gp3 root volume size in GB.")
-    disk_throughput_mbs: int = Field(
-        1000, description="gp3 throughput in MB/s (base 125 loads a 26 GB model in 3+ minutes)."
+    disk_throughput_mbs: int | str = Field(
+        "auto",
+        description='gp3 MiB/s; "auto" = what the instance type can use (its EBS burst limit).',
     )
-    disk_iops: int = Field(4000, description="gp3 IOPS (throughput may be at most IOPS / 4).")
+    disk_iops: int = Field(
+        3000, description="gp3 IOPS (3000 are free; throughput may be at most IOPS / 4)."
+    )
     image: str = Field(
         "dlami-ubuntu-22.04",
         description='"dlami-ubuntu-22.04" (driver preinstalled) or "ubuntu-24.04".',
     )
+
+    def placements(self) -> list[Placement]:
+        """The stacks to deploy: each type with its own region or aws.region."""
+        return [split_placement(e, self.region) for e in self.instance_types]
+
+    def placement_of(self, instance_type: str) -> Placement | None:
+        return next((p for p in self.placements() if p.instance_type == instance_type), None)
+
+    def throughput_for(self, instance_type: str, cat: Catalog) -> int:
+        """gp3 throughput (MiB/s) for a type: the profile's number, or for "auto" the type's
+        EBS burst limit in MiB/s (more is billed and never used), within gp3's range."""
+        if isinstance(self.disk_throughput_mbs, int):
+            return self.disk_throughput_mbs
+        inst = cat.instances.get(instance_type)
+        burst = inst.ebs_burst_mbs if inst is not None else None
+        if burst is None:
+            return GP3_MIN_MBS
+        return min(max(mb_to_mib(burst), GP3_MIN_MBS), GP3_MAX_MBS)
+
+    def notes(self, cat: Catalog) -> list[str]:
+        """Advisories (not errors): disk throughput that is paid for but cannot be used."""
+        out: list[str] = []
+        if not self.enabled or not isinstance(self.disk_throughput_mbs, int):
+            return out
+        for p in self.placements():
+            inst = cat.instances.get(p.instance_type)
+            if inst is None or inst.ebs_burst_mbs is None:
+                continue
+            if self.disk_throughput_mbs > mb_to_mib(inst.ebs_burst_mbs):
+                out.append(
+                    f"aws.disk_throughput_mbs: {self.disk_throughput_mbs} MiB/s is more than "
+                    f"{p.instance_type} can use (EBS {inst.ebs_burst_mbs:g} MB/s burst = "
+                    f"{mb_to_mib(inst.ebs_burst_mbs)} MiB/s, "
+                    f"{inst.ebs_baseline_mbs:g} baseline; source "
+                    f"{inst.source_of('ebs_burst_mbs')}) — the rest is billed and unused: set "
+                    'disk_throughput_mbs = "auto"'
+                )
+        return out
 
     def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
         out: list[Problem] = []
@@ -240,9 +330,7 @@ class AwsSection(Section):
                     f"{known(regions)}; the plan uses eu-west-1 (Ireland)",
                 )
             )
-        out += _machine_problems(
-            self, "instance_types", self.instance_types, "region", self.region, "aws", cat
-        )
+        out += self._type_problems(cat)
         if (cap := _spot_cap_problem(self, self.spot_max_price)) is not None:
             out.append(cap)
         images = cat.images_of("aws")
@@ -261,30 +349,146 @@ class AwsSection(Section):
                     "write the size in GB, e.g. disk_gb = 200",
                 )
             )
-        if not 125 <= self.disk_throughput_mbs <= 1000:
+        out += self._disk_problems(cat)
+        return out
+
+    def _disk_problems(self, cat: Catalog) -> list[Problem]:
+        out: list[Problem] = []
+        mbs = self.disk_throughput_mbs
+        if isinstance(mbs, str) and mbs != "auto":
+            return [
+                self.p(
+                    "disk_throughput_mbs",
+                    f'{show(mbs)} is not a number or "auto" — write "auto" (what the instance '
+                    "type can use) or MiB/s, e.g. disk_throughput_mbs = 250",
+                )
+            ]
+        if isinstance(mbs, int) and not GP3_MIN_MBS <= mbs <= GP3_MAX_MBS:
             out.append(
                 self.p(
                     "disk_throughput_mbs",
-                    f"{self.disk_throughput_mbs} is outside "
-                    "gp3's 125-1000 MB/s — e.g. disk_throughput_mbs = 1000",
+                    f"{mbs} is outside gp3's {GP3_MIN_MBS}-{GP3_MAX_MBS} MiB/s — write "
+                    '"auto" or e.g. disk_throughput_mbs = 250',
                 )
             )
-        if not 3000 <= self.disk_iops <= 16000:
+            return out
+        if not GP3_MIN_IOPS <= self.disk_iops <= GP3_MAX_IOPS:
             out.append(
                 self.p(
                     "disk_iops",
-                    f"{self.disk_iops} is outside gp3's 3000-16000 IOPS — e.g. disk_iops = 4000",
+                    f"{self.disk_iops} is outside gp3's {GP3_MIN_IOPS}-{GP3_MAX_IOPS} IOPS — "
+                    "e.g. disk_iops = 3000",
                 )
             )
-        elif self.disk_throughput_mbs > self.disk_iops / 4:
+            return out
+        if self.disk_iops > self.disk_gb * GP3_IOPS_PER_GIB:
             out.append(
                 self.p(
                     "disk_iops",
-                    f"{self.disk_iops} IOPS allow at most "
-                    f"{self.disk_iops // 4} MB/s on gp3, not {self.disk_throughput_mbs}"
-                    f" — set disk_iops = {self.disk_throughput_mbs * 4} or more",
+                    f"{self.disk_iops} IOPS need a gp3 volume of at least "
+                    f"{-(-self.disk_iops // GP3_IOPS_PER_GIB)} GB ({GP3_IOPS_PER_GIB} IOPS per "
+                    f"GB at most), not {self.disk_gb} — lower disk_iops or raise disk_gb",
                 )
             )
+            return out
+        known_types = [
+            p.instance_type for p in self.placements() if p.instance_type in cat.instances
+        ]
+        need = max((self.throughput_for(t, cat) for t in known_types), default=0)
+        if need > self.disk_iops * GP3_MBS_PER_IOPS:
+            out.append(
+                self.p(
+                    "disk_iops",
+                    f"{self.disk_iops} IOPS allow at most {int(self.disk_iops * GP3_MBS_PER_IOPS)}"
+                    f" MiB/s on gp3, not {need} — set disk_iops = {int(need / GP3_MBS_PER_IOPS)} "
+                    "or more",
+                )
+            )
+        return out
+
+    def _type_problems(self, cat: Catalog) -> list[Problem]:
+        field = "instance_types"
+        if not self.instance_types:
+            return [
+                self.p(
+                    field,
+                    "is empty — list at least one instance type, e.g. instance_types = "
+                    '["g4dn.2xlarge"], or set enabled = false',
+                )
+            ]
+        out: list[Problem] = []
+        gpu_names = sorted(i.key for i in cat.gpu_instances("aws"))
+        regions = cat.regions["aws"].names
+        seen: dict[str, str] = {}
+        for i, entry in enumerate(self.instance_types):
+            path = f"{field}[{i}]"
+            if entry.count(PLACEMENT_SEPARATOR) > 1 or entry.strip().endswith(PLACEMENT_SEPARATOR):
+                out.append(
+                    self.p(
+                        path,
+                        f'{show(entry)} is not "TYPE" or "TYPE@REGION" — e.g. '
+                        '"g6.2xlarge@eu-north-1"',
+                    )
+                )
+                continue
+            place = split_placement(entry, self.region)
+            name, region = place.instance_type, place.region
+            inst = cat.instances.get(name)
+            if name in seen:
+                where = f" ({seen[name]} and {region})" if seen[name] != region else ""
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(name)} is listed twice{where} — remove the duplicate: stacks, "
+                        "state files and bench targets are named by type, one region each",
+                    )
+                )
+            seen.setdefault(name, region)
+            explicit = PLACEMENT_SEPARATOR in entry
+            if explicit and region not in regions:
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(region)} in {show(entry)} is not an AWS region — known: "
+                        f"{known(regions)}",
+                    )
+                )
+            elif inst is not None and inst.cloud != "aws":
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(name)} belongs to {inst.cloud.upper()} — move it to "
+                        f"[azure] vm_sizes; known here: {known(gpu_names)}",
+                    )
+                )
+            elif inst is None:
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(name)} is not a known instance type — known: "
+                        f"{known(gpu_names)} (see python -m rig catalog)",
+                    )
+                )
+            elif not inst.gpu:
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(name)} has no GPU and cannot stand in for the PC — "
+                        f"use a GPU instance type: {known(gpu_names)}",
+                    )
+                )
+            elif region in regions and region not in inst.regions:
+                best, price = cheapest_region(inst)
+                cost = f", ${price:.3f}/h on demand" if price is not None else ""
+                where = "aws.region" if not explicit else f"the region in {show(entry)}"
+                out.append(
+                    self.p(
+                        path,
+                        f"{show(name)} is not offered in {region} (catalog) — write "
+                        f'"{name}@{best}" (its cheapest region in the catalog{cost}), or set '
+                        f"{where} to one of: {known(inst.regions)}",
+                    )
+                )
         return out
 
 
@@ -777,9 +981,31 @@ def validate(
                 disk = _disk_problem(sec, cat, cloud, sec.image, sec.disk_gb, models)  # type: ignore[attr-defined]
                 if disk is not None:
                     problems.append(disk)
+    ipv6 = _aws_ipv6_problem(sections)
+    if ipv6 is not None and not any(p.path == ipv6.path for p in problems):
+        problems.append(ipv6)
     if problems:
         raise ProfileError(filename, problems)
     return Profile(**sections, path=path)  # type: ignore[arg-type]
+
+
+def _aws_ipv6_problem(sections: dict[str, Section]) -> Problem | None:
+    """The AWS stack's VPC and subnet are IPv4 only: an IPv6 SSH source would open nothing
+    that the VM answers on, so the deploy could never reach SSH. Say so before it costs."""
+    aws, access = sections.get("aws"), sections.get("access")
+    if aws is None or access is None or not aws.enabled:  # type: ignore[attr-defined]
+        return None
+    try:
+        net = access.network()  # type: ignore[attr-defined]
+    except ValueError:
+        return None  # reported by [access] itself
+    if net is None or net.version == 4:
+        return None
+    return Problem(
+        "access.ssh_source",
+        f"{show(access.ssh_source)} is IPv6, but the AWS VPC has no IPv6 — "  # type: ignore[attr-defined]
+        'write your IPv4 address as "203.0.113.7/32", or "auto" (looked up over IPv4)',
+    )
 
 
 def _check_remaining(

@@ -130,6 +130,40 @@ def catalog_json(cat: Catalog, pc_gpu: str, regions: dict[Cloud, str]) -> dict[s
     }
 
 
+def aws_machines(profile: Profile, cat: Catalog) -> list[dict[str, Any]]:
+    """The AWS stand-ins, each in its own region ("TYPE@REGION"), with the worst case from the
+    one cost formula (rig.cost via rig.aws.pricing: compute at its cap + gp3 disk + IPv4)."""
+    from rig.aws import pricing  # no boto3: the catalog's rates only
+
+    out = []
+    hours = profile.autostop.max_hours
+    for placement in profile.aws.placements():
+        inst = cat.instances[placement.instance_type]
+        gpu = cat.gpus[inst.gpu or ""]
+        od, source = pricing.on_demand_price(cat, placement)
+        worst, rates = pricing.worst_case(profile.aws, cat, placement, hours)
+        out.append(
+            {
+                "type": placement.instance_type,
+                "region": placement.region,
+                "gpu": gpu.key,
+                "vram_gb": gpu.vram_gb * inst.gpu_count,
+                "vcpu": inst.vcpu,
+                "ram_gib": inst.ram_gib,
+                "on_demand_usd_per_hour": od,
+                "price_source": source if od is not None else None,
+                "disk_usd_per_hour": round(rates.disk, 4) if rates else None,
+                "public_ipv4_usd_per_hour": rates.public_ip if rates else None,
+                "worst_case_usd": worst,
+                # Why no worst case: a rate the catalog lacks is never guessed (rig.aws.pricing)
+                "price_unknown": pricing.unknown_text(profile.aws, cat, placement)
+                if worst is None
+                else None,
+            }
+        )
+    return out
+
+
 def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
     """What the profile's keys mean once looked up in the catalog."""
     pc = cat.gpus[profile.pc.gpu]
@@ -170,9 +204,7 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
             "ram": f"{profile.pc.ram_gb} GB {ram.name}",
             "ram_bandwidth_gbs": ram.bandwidth_gbs,
         },
-        "aws": machines("aws", profile.aws.instance_types, profile.aws.region, profile.aws)
-        if profile.aws.enabled
-        else [],
+        "aws": aws_machines(profile, cat) if profile.aws.enabled else [],
         "azure": machines("azure", profile.azure.vm_sizes, profile.azure.location, profile.azure)
         if profile.azure.enabled
         else [],
@@ -212,12 +244,19 @@ def print_profile(console: Console, profile: Profile, cat: Catalog, notes: list[
             price = m["on_demand_usd_per_hour"]
             cost = "price: looked up live at deploy"
             if price:
-                cost = (
-                    f"on-demand ${price:.3f}/h ({m['price_source']}); at most "
-                    f"${m['worst_case_usd']:.2f} before max_hours stops it"
+                extras = ""
+                if m.get("disk_usd_per_hour") is not None:
+                    side = m["disk_usd_per_hour"] + m["public_ipv4_usd_per_hour"]
+                    extras = f" + disk and IPv4 ${side:.3f}/h"
+                worst = (
+                    f"at most ${m['worst_case_usd']:.2f} before max_hours stops it"
+                    if m.get("worst_case_usd") is not None
+                    else m.get("price_unknown") or "worst case: price unknown; live price needed"
                 )
+                cost = f"on-demand ${price:.3f}/h ({m['price_source']}){extras}; {worst}"
+            where = f" in {m['region']}" if m.get("region") else ""
             console.print(
-                f"[bold]{cloud}[/bold] {m['type']}: {m['gpu']} {m['vram_gb']:g} GB, "
+                f"[bold]{cloud}[/bold] {m['type']}{where}: {m['gpu']} {m['vram_gb']:g} GB, "
                 f"{m['vcpu']} vCPU, {m['ram_gib']:g} GiB, {cost}",
                 highlight=False,
             )

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from rig import aws
+from rig.aws import names
+from rig.aws.cdk_cli import CDK_DIR, CdkCli
+from rig.aws.errors import NO_CREDENTIALS
 from rig.cli import main
+from rig.problems import CommandError
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +36,7 @@ def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ("argv", "expect"),
     [
         (["deploy", "aws", "--help"], "--yes"),
+        (["deploy", "aws", "--help"], "--replace"),
         (["destroy", "aws", "--help"], "--config"),
         (["synth-aws", "--help"], "--out"),
     ],
@@ -54,7 +58,12 @@ def test_without_credentials_one_line_exit_1(
     rc = main([*argv, "--yes"] if verb == "deploy" else argv)
     out, err = capsys.readouterr()
     assert rc == 1
-    assert err.strip() == aws.NO_CREDENTIALS
+    if verb == "deploy":
+        assert err.strip() == NO_CREDENTIALS
+    else:  # destroy cannot verify anything: it says so, never "0 left"
+        assert err.strip().startswith("destroy aws: could not verify eu-west-1 (no AWS cred")
+        assert names.console_link("eu-west-1") in err and "0 left" not in out + err
+    assert err.strip().count("\n") == 0
     assert "Traceback" not in out + err
     assert not (tmp_path / "state").exists()  # nothing written before preflight passed
 
@@ -76,28 +85,81 @@ def test_invalid_profile_exits_2_before_any_aws_call(
 
 
 def test_missing_cdk_cli_is_one_line(tmp_path: Path) -> None:
-    cli = aws.CdkCli(cdk_dir=tmp_path)
-    with pytest.raises(aws.CommandError, match=r"npm ci --prefix cdk"):
+    cli = CdkCli(cdk_dir=tmp_path)
+    with pytest.raises(CommandError, match=r"make cdk-cli"):
         cli.command("synth", context={})
 
 
 def test_cdk_cli_runs_offline_settings() -> None:
-    cli = aws.CdkCli()
+    cli = CdkCli()
     env = cli.env("eu-west-1")
     assert env["CDK_DISABLE_CLI_TELEMETRY"] == "true"
     assert env["CDK_DISABLE_VERSION_CHECK"] == "true"
-    assert env["CDK_HOME"] == str(aws.CDK_DIR / ".cdk-home")
+    assert env["CDK_HOME"] == str(CDK_DIR / ".cdk-home")
     assert env["AWS_REGION"] == "eu-west-1"
-    cmd = cli.command("synth", context={aws.CTX_OWNER: "me"})
-    assert "--no-notices" in cmd and cmd[-2:] == ["--context", f"{aws.CTX_OWNER}=me"]
+    cmd = cli.command("synth", context={names.CTX_OWNER: "me"})
+    assert "--no-notices" in cmd and cmd[-2:] == ["--context", f"{names.CTX_OWNER}=me"]
     assert cmd[0].endswith("cdk/node_modules/.bin/cdk")
+
+
+def test_the_exact_cdk_deploy_command_line() -> None:
+    """What `make deploy-aws` runs for one stack: the pinned CLI, only preparing a change set
+    (rig reads it before anything changes), no approval prompt, this stack only. With
+    LegacyStackSynthesizer the cloud assembly names no role (tests/test_aws_cdk.py), so the CLI
+    deploys with the caller's credentials on a never-bootstrapped account."""
+    cli = CdkCli(python="/venv/bin/python")
+    ctx = {names.CTX_OWNER: "alice", names.CTX_AMI_PREFIX + "g4dn.2xlarge": "ami-0a1b2c3d"}
+    assert cli.deploy_command("gpu-rehearsal-g4dn-2xlarge", ctx) == [
+        str(CDK_DIR / "node_modules" / ".bin" / "cdk"),
+        "deploy",
+        "gpu-rehearsal-g4dn-2xlarge",
+        "--exclusively",
+        "--require-approval",
+        "never",
+        "--method=prepare-change-set",
+        "--change-set-name",
+        "gpu-rehearsal-deploy",
+        "--app",
+        "/venv/bin/python app.py",
+        "--no-notices",
+        "--no-version-reporting",
+        "--context",
+        "rig:owner=alice",
+        "--context",
+        "rig:ami:g4dn.2xlarge=ami-0a1b2c3d",
+    ]
+    assert not any("role" in part.lower() for part in cli.deploy_command("s", ctx))
+
+
+def test_the_pinned_cli_knows_the_options_deploy_uses() -> None:
+    """--method=prepare-change-set and --change-set-name exist in the pinned CLI's own help."""
+    import subprocess
+
+    cli = CdkCli()
+    proc = subprocess.run(
+        [str(cli.binary), "deploy", "--help"],
+        cwd=CDK_DIR,
+        env=cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for option in (
+        "prepare-change-set",
+        "--change-set-name",
+        "--require-approval",
+        "--exclusively",
+    ):
+        assert option in proc.stdout
 
 
 def test_pinned_cdk_cli_version() -> None:
     import json
 
-    pkg = json.loads((aws.CDK_DIR / "package.json").read_text())
-    lock = json.loads((aws.CDK_DIR / "package-lock.json").read_text())
+    pkg = json.loads((CDK_DIR / "package.json").read_text())
+    lock = json.loads((CDK_DIR / "package-lock.json").read_text())
     pinned = pkg["devDependencies"]["aws-cdk"]
     assert pinned[0].isdigit()  # exact, no ^ or ~
     assert lock["packages"]["node_modules/aws-cdk"]["version"] == pinned
@@ -106,9 +168,11 @@ def test_pinned_cdk_cli_version() -> None:
 def test_destroy_skips_aws_when_disabled_and_nothing_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """`make destroy` runs the AWS part for Azure-only users too: no credentials needed then."""
+    """`make destroy` runs the AWS part for Azure-only users too: no credentials needed then,
+    and no scan is claimed."""
     config = tmp_path / "rig.toml"
     config.write_text("[aws]\nenabled = false\n", encoding="utf-8")
     rc = main(["destroy", "aws", "--config", str(config), "--state-dir", str(tmp_path)])
+    out = capsys.readouterr().out
     assert rc == 0
-    assert "AWS part skipped" in capsys.readouterr().out
+    assert "nothing to destroy (no scan ran)" in out and "0 left" not in out

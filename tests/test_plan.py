@@ -37,8 +37,9 @@ def test_default_profile_side_by_side(profile_file):
     assert az.pricing == "spot, deallocated if evicted; cap = on-demand"
     assert az.usd_per_hour.startswith("0.840 on-demand in westeurope")
     assert az.worst_case == "$3.36 in 4 h (max_hours)"  # 0.84 x 4 h
-    assert aws.worst_case == "$3.35 in 4 h (max_hours)"  # 0.838 x 4 h
-    assert plan.worst_case_usd == 6.71
+    # 0.838 on demand + gp3 disk 0.0429 + IPv4 0.005 per hour, x 4 h (rig.cost, catalog rates)
+    assert aws.worst_case == "$3.54 in 4 h (max_hours)"
+    assert plan.worst_case_usd == 6.90
 
 
 def test_differences_that_matter_are_flagged(profile_file):
@@ -83,7 +84,7 @@ def test_print_plan_for_a_deploy(profile_file):
     assert [c.target for c in plan.columns] == ["pc", "aws-g4dn.2xlarge"]
     assert "azure-Standard_NC8as_T4_v3" not in text
     assert "differs aws-g4dn.2xlarge cpu" in text
-    assert "Worst case for all of the above: $3.35" in text
+    assert "Worst case for all of the above: $3.54" in text
 
 
 def test_plan_command_table_and_json(profile_file, capsys):

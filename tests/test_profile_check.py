@@ -328,10 +328,10 @@ CASES = [
     ),
     (
         "gp3-throughput-needs-iops",
-        [("aws", "disk_iops", "3000")],
+        [("aws", "disk_throughput_mbs", "1000"), ("aws", "disk_iops", "3000")],
         {},
         "aws.disk_iops",
-        ["3000 IOPS allow at most 750 MB/s", "disk_iops = 4000"],
+        ["3000 IOPS allow at most 750 MiB/s", "disk_iops = 4000"],
     ),
     (
         "bool-as-text",
@@ -532,7 +532,15 @@ def test_cli_check_json_resolves_prices_and_worst_case():
         "ram_gib": 32,
         "on_demand_usd_per_hour": 0.838,
         "price_source": "vantage-2026-01-21",
-        "worst_case_usd": round(0.838 * 4, 2),
+        "region": "eu-west-1",
+        # The one formula (rig.cost): compute at its cap (on demand, 0.838) + the gp3 disk
+        # (200 GB x 0.088 + (417 - 125) MiB/s x 0.044 per month / 730 h = 0.0417; 417 MiB/s =
+        # g4dn.2xlarge's 437.5 MB/s EBS burst) + one public IPv4 (0.005), for max_hours = 4
+        # (catalog rates for eu-west-1, regions.toml).
+        "disk_usd_per_hour": 0.0417,
+        "public_ipv4_usd_per_hour": 0.005,
+        "worst_case_usd": round((0.838 + (200 * 0.088 + 292 * 0.044) / 730 + 0.005) * 4, 2),
+        "price_unknown": None,
     }
     assert data["resolved"]["pc"]["ram_bandwidth_gbs"] == 89.6
     assert any("mixtral" in note for note in data["advisories"])

@@ -91,6 +91,10 @@ class Catalog:
             keys.update(p.source for p in inst.prices)
         keys.update(p.source for p in self.calibration)
         keys.update(r.source for r in self.regions.values())
+        for regions in self.regions.values():  # per-region disk / IPv4 rates (AWS)
+            keys.update(rate.source for rate in regions.rates.values())
+            if regions.gp3_free is not None:
+                keys.add(regions.gp3_free.source)
         keys.update(self.azure_prices.sources())
         return keys
 
@@ -116,6 +120,10 @@ def _check(cat: Catalog) -> None:
         for price in inst.prices:
             if price.region not in inst.regions:
                 problems.append(f"{inst.key}: priced in {price.region} but not offered there")
+    for cloud, regions in cat.regions.items():
+        for region in regions.rates:
+            if region not in regions.names:
+                problems.append(f"{cloud} rates: unknown region {region!r}")
     for point in cat.calibration:
         if point.gpu not in cat.gpus:
             problems.append(f"calibration: unknown gpu {point.gpu!r}")

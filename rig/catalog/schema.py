@@ -105,6 +105,10 @@ class Instance(Cited):
     host_cpu: str = ""
     regions: list[str]
     prices: list[Price] = Field(default_factory=list)
+    # EBS bandwidth of the instance (AWS): what a gp3 volume's throughput is capped at. Burst
+    # lasts 30 minutes a day on the smaller sizes (EC2 User Guide, EBS-optimized instances).
+    ebs_baseline_mbs: float | None = None
+    ebs_burst_mbs: float | None = None
 
     def price_in(self, region: str) -> Price | None:
         return next((p for p in self.prices if p.region == region), None)
@@ -214,9 +218,33 @@ class CalibrationPoint(_Strict):
         return round(self.model_gib * 2**30)
 
 
+class RegionRates(_Strict):
+    """What a VM costs in one region besides its compute (USD): the gp3 disk and the public
+    IPv4 address. Cited per region: storage prices differ between regions. A rate nobody has
+    checked is left out (None), never estimated: the deploy then reads it live (AWS Price List
+    API) or refuses, and `rig check` says "price unknown; live price needed"."""
+
+    gp3_gb_month: float | None = Field(None, gt=0)
+    gp3_iops_month: float | None = Field(None, gt=0)  # per provisioned IOPS-month above 3000
+    gp3_mbs_month: float | None = Field(None, gt=0)  # per provisioned MiB/s-month above 125
+    public_ipv4_hour: float | None = Field(None, gt=0)
+    source: str
+
+
+class Gp3Free(_Strict):
+    """gp3's free baseline (every region) and the month AWS's price examples divide by."""
+
+    iops: int
+    mbs: int
+    hours_per_month: float
+    source: str
+
+
 class Regions(_Strict):
     source: str
     names: list[str]
+    rates: dict[str, RegionRates] = Field(default_factory=dict)
+    gp3_free: Gp3Free | None = None
 
 
 class AzureDiskTier(_Strict):

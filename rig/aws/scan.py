@@ -1,0 +1,306 @@
+"""The orphan scan: everything tagged for this project and owner in a region that bills or
+could relaunch, each with the AWS CLI command that removes it. Also the spot-request and
+instance look-ups that deploy and destroy use to find what a stack launched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+
+from rig.aws.errors import client_code
+from rig.aws.names import PROJECT, STACK_PREFIX, TAG_OWNER, TAG_PROJECT, TAG_STACK
+from rig.aws.session import Aws, tags_of
+
+# Request states that still hold (or can relaunch) an instance; "disabled" = its instance is
+# stopped (EC2 User Guide, "Spot request status": State changes for a Spot request).
+SPOT_LIVE_STATES = ("open", "active", "disabled")
+# Status codes of a request whose instance AWS stopped, not the user (EC2 User Guide, "State
+# changes for a Spot request": instance-stopped-by-price and instance-stopped-no-capacity under
+# Fulfilled-terminal; instance-stopped-by-experiment under Interruption experiments, AWS FIS).
+# Only EC2 restarts such an instance ("Stop interrupted Spot Instances").
+INTERRUPTED_CODES = (
+    "instance-stopped-by-price",
+    "instance-stopped-no-capacity",
+    "instance-stopped-by-experiment",
+)
+# The 2-minute interruption notice of a VM that runs still: EC2 stops it next (same table).
+STOP_NOTICE_CODES = ("marked-for-stop", "marked-for-stop-by-experiment")
+INTERRUPTED_REASON = "Server.SpotInstanceShutdown"  # the instance's StateReason code then
+INSTANCE_LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str
+    id: str
+    detail: str
+    fix: str  # the AWS CLI command that removes it
+    region: str = ""
+
+    def line(self) -> str:
+        detail = f" ({self.detail})" if self.detail else ""
+        where = f" in {self.region}" if self.region else ""
+        return f"{self.kind} {self.id}{where}{detail} — remove: {self.fix}"
+
+
+def _project_filters(owner: str | None = None) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}]
+    if owner is not None:
+        filters.append({"Name": f"tag:{TAG_OWNER}", "Values": [owner]})
+    return filters
+
+
+def spot_requests(
+    aws: Aws,
+    stacks: Iterable[str] | None = None,
+    owner: str | None = None,
+    ids: Iterable[str] | None = None,
+    states: Iterable[str] = SPOT_LIVE_STATES,
+) -> list[dict[str, Any]]:
+    """Spot requests by id, or by the project/stack/owner tags the launch template puts on them."""
+    ec2 = aws.client("ec2")
+    wanted = list(states)
+    if ids is not None:
+        return [r for r in requests_by_id(aws, ids) if r["State"] in wanted]
+    filters = [{"Name": "state", "Values": wanted}, *_project_filters(owner)]
+    if stacks is not None:
+        filters.append({"Name": f"tag:{TAG_STACK}", "Values": list(stacks)})
+    # Paginated (DescribeSpotInstanceRequests: NextToken): one page must not hide the rest.
+    pages = ec2.get_paginator("describe_spot_instance_requests").paginate(Filters=filters)
+    return [r for page in pages for r in page["SpotInstanceRequests"] if r["State"] in wanted]
+
+
+def requests_by_id(aws: Aws, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The requests that still exist: EC2 forgets closed and cancelled requests after a while,
+    and one unknown id fails the whole call (InvalidSpotInstanceRequestID.NotFound)."""
+    ec2 = aws.client("ec2")
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    try:
+        return list(
+            ec2.describe_spot_instance_requests(SpotInstanceRequestIds=wanted)[
+                "SpotInstanceRequests"
+            ]
+        )
+    except botocore.exceptions.ClientError as exc:
+        if "NotFound" not in client_code(exc):
+            raise
+    out: list[dict[str, Any]] = []
+    for rid in wanted:
+        try:
+            found = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[rid])
+        except botocore.exceptions.ClientError as exc:
+            if "NotFound" in client_code(exc):
+                continue
+            raise
+        out += found["SpotInstanceRequests"]
+    return out
+
+
+def cancel_spot_requests(aws: Aws, ids: Iterable[str]) -> list[str]:
+    """Cancel requests by id. Cancelling does not terminate a running instance; it terminates
+    the stopped instance of a disabled request (EC2 User Guide, "Terminate a Spot Instance")."""
+    ids = sorted(set(ids))
+    if ids:
+        aws.client("ec2").cancel_spot_instance_requests(SpotInstanceRequestIds=ids)
+    return ids
+
+
+def tagged_instances(
+    aws: Aws, stacks: Iterable[str] | None = None, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """Instances (not terminated) tagged for this project, optionally by stack and owner."""
+    filters = [
+        {"Name": "instance-state-name", "Values": list(INSTANCE_LIVE_STATES)},
+        *_project_filters(owner),
+    ]
+    if stacks is not None:
+        filters.append({"Name": f"tag:{TAG_STACK}", "Values": list(stacks)})
+    pages = aws.client("ec2").get_paginator("describe_instances").paginate(Filters=filters)
+    return [
+        i
+        for page in pages
+        for res in page["Reservations"]
+        for i in res["Instances"]
+        if i["State"]["Name"] in INSTANCE_LIVE_STATES
+    ]
+
+
+def orphans(aws: Aws, owner: str) -> list[Leftover]:
+    """Everything still tagged for this project and owner that bills or could relaunch
+    (instances, volumes, network interfaces, Elastic IPs, spot requests), and what a stack
+    leaves when its delete fails (key pairs, security groups, VPCs, launch templates, the
+    idle alarm, the schedule group with its stop schedules)."""
+    ec2 = aws.client("ec2")
+    region = aws.region
+    tag_filters = _project_filters(owner)
+
+    def mine(tags: list[dict[str, str]] | None) -> bool:
+        t = tags_of(tags)
+        return t.get(TAG_PROJECT) == PROJECT and t.get(TAG_OWNER) == owner
+
+    def named_mine(tags: list[dict[str, str]] | None) -> bool:
+        """For resources found by this project's name prefix: ours unless tagged for another
+        owner (an untagged one is reported rather than assumed to be someone else's)."""
+        t = tags_of(tags)
+        return t.get(TAG_OWNER, owner) == owner
+
+    out: list[Leftover] = []
+    for i in tagged_instances(aws, owner=owner):
+        if mine(i.get("Tags")):
+            iid = i["InstanceId"]
+            out.append(
+                Leftover(
+                    "instance",
+                    iid,
+                    i["State"]["Name"],
+                    f"aws ec2 terminate-instances --region {region} --instance-ids {iid}",
+                    region,
+                )
+            )
+    volumes = ec2.get_paginator("describe_volumes").paginate(Filters=tag_filters)
+    for v in (v for page in volumes for v in page["Volumes"]):
+        if mine(v.get("Tags")):
+            vid = v["VolumeId"]
+            out.append(
+                Leftover(
+                    "volume",
+                    vid,
+                    f"{v['Size']} GB {v['State']}",
+                    f"aws ec2 delete-volume --region {region} --volume-id {vid}",
+                    region,
+                )
+            )
+    enis = ec2.get_paginator("describe_network_interfaces").paginate(Filters=tag_filters)
+    for n in (n for page in enis for n in page["NetworkInterfaces"]):
+        if mine(n.get("TagSet")):
+            nid = n["NetworkInterfaceId"]
+            out.append(
+                Leftover(
+                    "network interface",
+                    nid,
+                    n.get("Status", ""),
+                    f"aws ec2 delete-network-interface --region {region} "
+                    f"--network-interface-id {nid}",
+                    region,
+                )
+            )
+    for a in ec2.describe_addresses(Filters=tag_filters)["Addresses"]:
+        if mine(a.get("Tags")):
+            out.append(
+                Leftover(
+                    "elastic IP",
+                    a.get("AllocationId", a.get("PublicIp", "?")),
+                    a.get("PublicIp", ""),
+                    f"aws ec2 release-address --region {region} "
+                    f"--allocation-id {a.get('AllocationId')}",
+                    region,
+                )
+            )
+    for r in spot_requests(aws, owner=owner):
+        rid = r["SpotInstanceRequestId"]
+        out.append(
+            Leftover(
+                "spot request",
+                rid,
+                f"{r['State']} {r.get('Type', '')}".strip(),
+                f"aws ec2 cancel-spot-instance-requests --region {region} "
+                f"--spot-instance-request-ids {rid}",
+                region,
+            )
+        )
+    for k in ec2.describe_key_pairs(Filters=tag_filters)["KeyPairs"]:
+        if mine(k.get("Tags")):
+            name = k["KeyName"]
+            out.append(
+                Leftover(
+                    "key pair",
+                    name,
+                    "",
+                    f"aws ec2 delete-key-pair --region {region} --key-name {name}",
+                    region,
+                )
+            )
+    # Free, but a leftover after a failed stack delete (and a launch template holds the spot
+    # settings): listed so that "0 left" means the stacks' resources are all gone.
+    sgs = ec2.get_paginator("describe_security_groups").paginate(Filters=tag_filters)
+    for g in (g for page in sgs for g in page["SecurityGroups"]):
+        if mine(g.get("Tags")):
+            gid = g["GroupId"]
+            out.append(
+                Leftover(
+                    "security group",
+                    gid,
+                    g.get("GroupName", ""),
+                    f"aws ec2 delete-security-group --region {region} --group-id {gid}",
+                    region,
+                )
+            )
+    vpcs = ec2.get_paginator("describe_vpcs").paginate(Filters=tag_filters)
+    for v in (v for page in vpcs for v in page["Vpcs"]):
+        if mine(v.get("Tags")):
+            vid = v["VpcId"]
+            out.append(
+                Leftover(
+                    "VPC",
+                    vid,
+                    v.get("CidrBlock", ""),
+                    f"aws ec2 delete-vpc --region {region} --vpc-id {vid}",
+                    region,
+                )
+            )
+    templates = ec2.get_paginator("describe_launch_templates").paginate()
+    for lt in (lt for page in templates for lt in page["LaunchTemplates"]):
+        if lt.get("LaunchTemplateName", "").startswith(STACK_PREFIX) and named_mine(lt.get("Tags")):
+            lid = lt["LaunchTemplateId"]
+            out.append(
+                Leftover(
+                    "launch template",
+                    lid,
+                    lt["LaunchTemplateName"],
+                    f"aws ec2 delete-launch-template --region {region} --launch-template-id {lid}",
+                    region,
+                )
+            )
+    cw = aws.client("cloudwatch")
+    for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=STACK_PREFIX):
+        for alarm in page["MetricAlarms"]:
+            tags = cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"]
+            if named_mine(tags):
+                name = alarm["AlarmName"]
+                out.append(
+                    Leftover(
+                        "alarm",
+                        name,
+                        alarm.get("StateValue", ""),
+                        f"aws cloudwatch delete-alarms --region {region} --alarm-names {name}",
+                        region,
+                    )
+                )
+    sched = aws.client("scheduler")
+    for page in sched.get_paginator("list_schedule_groups").paginate(NamePrefix=STACK_PREFIX):
+        for group in page["ScheduleGroups"]:
+            tags = sched.list_tags_for_resource(ResourceArn=group["Arn"])["Tags"]
+            if not named_mine(tags):
+                continue
+            name = group["Name"]
+            schedules = [
+                s["Name"]
+                for p in sched.get_paginator("list_schedules").paginate(GroupName=name)
+                for s in p["Schedules"]
+            ]
+            out.append(
+                Leftover(
+                    "schedule group",
+                    name,
+                    f"schedules: {', '.join(schedules) or 'none'}",
+                    f"aws scheduler delete-schedule-group --region {region} --name {name}",
+                    region,
+                )
+            )
+    return out
