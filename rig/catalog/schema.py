@@ -46,6 +46,7 @@ class Gpu(Cited):
     chip: str
     compute_capability: str
     vram_gb: float
+    usable_mib: int = Field(gt=0)  # nvidia-smi memory.total (ECC cards report less)
     memory_type: str
     bus_width_bits: int
     bandwidth_gbs: float
