@@ -152,7 +152,8 @@ class VM:
     def minute(self, http: Any = None) -> Any:
         """One timer run, then a minute passes."""
         self.sync()
-        decision = wd.run_once(self.cfg, FakeSystem(self), self.root / "state.json", self.actor(http))
+        state = self.root / "state.json"
+        decision = wd.run_once(self.cfg, FakeSystem(self), state, self.actor(http))
         self.decisions.append(decision)
         self.mono += MIN
         self.uptime += MIN
@@ -395,7 +396,10 @@ def test_the_journal_is_read_incrementally_by_cursor(tmp_path: Path) -> None:
 
 TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 COMPUTE_URL = "http://169.254.169.254/metadata/instance/compute"
-VM_ID = "/subscriptions/sub-1/resourceGroups/rg-rehearsal/providers/Microsoft.Compute/virtualMachines/vm-t4"
+VM_ID = (
+    "/subscriptions/sub-1/resourceGroups/rg-rehearsal/providers/Microsoft.Compute/"
+    "virtualMachines/vm-t4"
+)
 DEALLOCATE = f"https://management.azure.com{VM_ID}/deallocate?api-version="
 OPERATION = (
     "https://management.azure.com/subscriptions/sub-1/providers/Microsoft.Compute/locations/"
@@ -512,8 +516,9 @@ def test_azure_202_accepted_then_no_answer_never_powers_off(tmp_path: Path) -> N
     arm = Azure(status=[(200, {"status": "InProgress"})])
     decision = vm.minute(arm)
     assert decision.acted == ["deallocate-failed", "kept-running"] and not vm.powered_off
-    assert "not confirmed within 300 s (last: status InProgress)" in (
-        vm.events("deallocate-failed")[0]["error"]
+    assert (
+        "not confirmed within 300 s (last: status InProgress)"
+        in (vm.events("deallocate-failed")[0]["error"])
     )
 
 
@@ -522,7 +527,8 @@ def test_azure_status_url_forbidden_keeps_the_vm_running(tmp_path: Path) -> None
     arm = Azure(status=[(403, {"error": {"code": "AuthorizationFailed"}})])
     decision = vm.minute(arm)
     assert not vm.powered_off and decision.acted[0] == "deallocate-failed"
-    assert "cannot read the operation status (HTTP 403)" in vm.events("deallocate-failed")[0]["error"]
+    error = vm.events("deallocate-failed")[0]["error"]
+    assert "cannot read the operation status (HTTP 403)" in error
 
 
 def test_azure_transient_errors_while_polling_are_polled_through(tmp_path: Path) -> None:
@@ -636,7 +642,7 @@ def test_gin_lines_are_recognised_by_path() -> None:
         {"__CURSOR": "c1", "__MONOTONIC_TIMESTAMP": "61000000", "MESSAGE": gin("/api/chat")},
         {"__CURSOR": "c2", "__MONOTONIC_TIMESTAMP": "62000000", "MESSAGE": gin("/api/ps", "GET")},
         {"__CURSOR": "c3", "__MONOTONIC_TIMESTAMP": "63000000", "MESSAGE": gin("/api/pull")},
-        {"__CURSOR": "c4", "__MONOTONIC_TIMESTAMP": "64000000", "MESSAGE": "msg=\"/api/chat\""},
+        {"__CURSOR": "c4", "__MONOTONIC_TIMESTAMP": "64000000", "MESSAGE": 'msg="/api/chat"'},
     ]
     log = wd.parse_journal("\n".join(json.dumps(e) for e in entries), None)
     assert (log.last_work_mono, log.work_requests, log.cursor) == (63.0, 2, "c4")
