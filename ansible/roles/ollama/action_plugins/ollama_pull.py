@@ -57,7 +57,8 @@ class ActionModule(ActionBase):
                 task_vars,
             )  # fmt: skip
             if start.get("rc") != 0:
-                errors.append(f"could not start the pull: {start.get('stderr') or start.get('msg')}")
+                why = start.get("stderr") or start.get("msg")
+                errors.append(f"could not start the pull: {why}")
                 continue
             state = self._follow(label, status_file, interval, deadline, task_vars)
             if state.get("status") == "success":
