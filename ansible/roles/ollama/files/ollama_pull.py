@@ -62,7 +62,7 @@ def pull(api: str, model: str, status_path: Path) -> int:
                 if state["status"] == "success":
                     state["done"] = True
                     break
-                if time.monotonic() - last_write >= 1:
+                if time.monotonic() - last_write >= 0.2:
                     write(status_path, state)
                     last_write = time.monotonic()
             else:
