@@ -130,10 +130,14 @@ def vars_for(base_url: str, version: str, sha256: str) -> dict[str, object]:
     }
 
 
-def add_standin_smi(root: Path) -> None:
-    target = root / "usr/local/bin/nvidia-smi"
-    shutil.copy(FIXTURES / "standin-nvidia-smi", target)
-    target.chmod(0o755)
+def add_standins(root: Path, gpu: bool) -> None:
+    """cloud-init in both guests (the first-boot wait runs); nvidia-smi in the GPU one."""
+    files = {"usr/bin/cloud-init": "standin-cloud-init"}
+    if gpu:
+        files["usr/local/bin/nvidia-smi"] = "standin-nvidia-smi"
+    for target, source in files.items():
+        shutil.copy(FIXTURES / source, root / target)
+        (root / target).chmod(0o755)
 
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
@@ -161,7 +165,7 @@ def world(
             work,
             machine=f"rehearsal-{suite}-{os.getpid()}",
             suite=suite,
-            prepare=add_standin_smi if gpu else None,
+            prepare=partial(add_standins, gpu=gpu),
         ) as vm:
             timings["boot"] = time.monotonic() - start
             state_dir = work / "state"
@@ -246,6 +250,14 @@ def test_check_mode_works_on_a_fresh_host_and_changes_nothing(world: World) -> N
     assert "ollama: check mode on a host without Ollama" in world.check_log
     # The dry run ran before the first converge: the first converge found a fresh machine.
     assert "changed: [" in world.first_log and "Unpack the release into /usr" in world.first_log
+
+
+def test_first_boot_waits_for_cloud_init(world: World) -> None:
+    task = world.first_log.split("TASK [Wait for cloud-init to finish]")[1].split("TASK [")[0]
+    assert f"ok: [{world.state.name}]" in task  # exit 2 = done with recoverable errors
+    assert world.first_log.index("TASK [Wait for cloud-init") < world.first_log.index(
+        "TASK [nvidia_driver :"
+    )
 
 
 def test_first_converge_changes_things_and_marks_the_state(world: World) -> None:
