@@ -95,8 +95,8 @@ destroy: setup cdk-cli ## Destroy every deployed VM on both clouds, verified (ex
 	@rc=0; $(PY) -m rig destroy aws || rc=1; \
 	$(PY) -m rig destroy azure || rc=1; exit $$rc
 
-deploy-azure: setup ## Azure spot GPU VM(s) from rig.toml (Pulumi; needs az login + the Pulumi CLI)
-	$(PY) -m rig deploy azure
+deploy-azure: setup ## Azure spot GPU VM(s): preflight + worst case, pulumi up, SSH, Ansible (YES=1: no question)
+	$(PY) -m rig deploy azure $(if $(YES),--yes)
 
 provision: setup ## Ansible on deployed VMs: driver, Ollama + models, idle watchdog (TARGET=name; default all)
 	$(PY) -m rig provision $(or $(TARGET),all)

@@ -3,11 +3,10 @@
 Two pure parts, both importable by the report:
 
 - `fit` / `fit_from_show`: weights + KV cache + runtime overhead against a GPU's VRAM.
-- `project`: a decode speed measured on one GPU carried over to another. Decode reads every
-  weight once per generated token, so it is bounded by memory bandwidth; how much of that bound
-  a GPU reaches (its efficiency) comes from the catalog's published points. A partially
-  offloaded model adds a CPU part read from system memory. `back_test` checks the method
-  against the published points themselves.
+- `project` / `rank_all`: a decode speed measured on one GPU carried over to another, or to
+  every consumer card, through the speed model fitted in bench/speed.py. Input is checked
+  against physics first: a share is 0..1, the measured part of a model fits the measuring
+  card's usable VRAM, and a speed does not beat the card's bandwidth roofline.
 
 Nothing here does I/O except `load_catalog()` (cached, read-only).
 """
@@ -15,13 +14,13 @@ Nothing here does I/O except `load_catalog()` (cached, read-only).
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from bench import speed
 from rig.catalog import Catalog, load_catalog
-from rig.catalog.schema import CalibrationPoint, Model
-from rig.compare import GIB, decode_efficiency
+from rig.catalog.schema import Gpu, Model
+from rig.compare import GIB
 
 KvType = Literal["f16", "q8_0", "q4_0"]
 Verdict = Literal["fits", "partial", "no"]
@@ -48,13 +47,14 @@ RAM_RESERVED_GIB = 4.0
 DEFAULT_PC_RAM_GIB = 32.0
 DEFAULT_CTX = 4096  # Ollama's default context below 24 GiB of VRAM (OLLAMA_CONTEXT_LENGTH)
 
-# Share of DDR peak bandwidth that llama.cpp's CPU decode reaches on a desktop (about 12-14 t/s
-# for a 7B Q4_0 on dual-channel DDR5-5600). No calibration point exists for it: an estimate.
-CPU_DECODE_EFFICIENCY = 0.6
-# A cloud VM's share of its host's memory bandwidth is not published. Ollama issue 12770 shows
-# a T4 instance at 2.3 t/s on llama3.1 8B Q4_K_M (4.56 GiB) after a CPU fallback: 11.3 GB/s
-# achieved. Used as the effective CPU-side rate of a cloud host when the target gives none.
-CLOUD_HOST_EFFECTIVE_GBS = 2.3 * 4.56 * GIB
+CPU_DECODE_EFFICIENCY = speed.CPU_DECODE_EFFICIENCY
+CLOUD_HOST_EFFECTIVE_GBS = speed.CLOUD_HOST_EFFECTIVE_GBS
+# A measured speed may exceed the bandwidth roofline by this much before it is refused: peak
+# bandwidth figures are rounded, and the bytes a user gives are a file size, not exact traffic.
+ROOFLINE_TOLERANCE = 0.2
+# The smallest weights worth projecting: below 10 MiB no language model exists (SmolLM2-135M
+# at Q4 is about 80 MiB); a smaller --model-gib is a unit mistake (MB or bytes for GiB).
+MIN_MODEL_GIB = 0.01
 
 
 class MirrorError(ValueError):
@@ -150,8 +150,9 @@ def fit(
     """Will `model` (a catalog tag or an explicit `Arch`) at `ctx` tokens fit `gpu`'s VRAM?
 
     fits: weights + KV + overhead within VRAM. partial: whole layers spill to system RAM and
-    still fit there (gpu_share < 1). no: the spilled part would not fit the RAM either.
-    VRAM: GDDR capacities are binary, so a "16 GB" card holds 16 GiB (nvidia-smi: 16,380 MiB).
+    still fit there (gpu_share < 1). no: the spilled part would not fit the RAM the PC leaves
+    free (total minus RAM_RESERVED_GIB). VRAM is what the card really offers: nvidia-smi's
+    memory.total (catalog usable_mib), e.g. 16,380 MiB on a 16 GB GeForce, 15,360 on a T4.
     """
     cat = cat or load_catalog()
     name, arch = _resolve_model(model, cat)
@@ -160,7 +161,7 @@ def fit(
     kv = arch.kv_bytes_per_token(kv_type) * ctx / GIB_BYTES
     compute, basis = compute_buffer_gib(arch, ctx)
     overhead = CUDA_RESERVE_GIB + compute
-    vram = float(cat.gpus[gpu].vram_gb)
+    vram = cat.gpus[gpu].usable_gib
     total = weights + kv + overhead
     layers = arch.block_count
     if total <= vram:
@@ -226,8 +227,8 @@ def _check_fit_args(ctx: int, kv_type: str, gpu: str, ram_gib: float, cat: Catal
     if kv_type not in KV_BYTES:
         raise MirrorError("--kv-type", f"'{kv_type}' is not a KV cache type — use f16|q8_0|q4_0")
     check_gpu(gpu, cat, "--gpu")
-    if ram_gib <= 0:
-        raise MirrorError("--ram-gib", f"{ram_gib:g} is not an amount of RAM — e.g. 32")
+    if not (ram_gib > 0 and math.isfinite(ram_gib)):
+        raise MirrorError("--ram-gib", f"{ram_gib:.6g} is not an amount of RAM — e.g. 32")
 
 
 def check_gpu(key: str, cat: Catalog, arg: str) -> None:
@@ -315,81 +316,21 @@ def fit_from_show(
 
 # ---------------------------------------------------------------------------------- project
 
-
-@dataclass(frozen=True)
-class Efficiency:
-    value: float  # achieved / bandwidth-bound decode speed
-    basis: str  # "calibrated" | "arch fallback" | "global fallback"
-    detail: str
+Projection = speed.SpeedProjection
 
 
-@dataclass
-class Projection:
-    gpu_from: str
-    gpu_to: str
-    measured_tok_s: float
-    model_gib: float
-    gpu_share: float
-    projected_tok_s: float
-    low_tok_s: float
-    high_tok_s: float
-    prompt_tok_s: float | None = None  # projected prefill, when a measured one was given
-    assumptions: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, float):
-                out[key] = round(value, 2)
-        return out
-
-
-def _point_efficiency(p: CalibrationPoint, cat: Catalog) -> float:
-    return p.tok_s * p.model_gib * GIB / cat.gpus[p.gpu].bandwidth_gbs
-
-
-def efficiency(cat: Catalog, gpu: str, points: list[CalibrationPoint] | None = None) -> Efficiency:
-    """The GPU's decode efficiency: its own points, else its architecture's, else all points.
-
-    With `points` given (the back-test's hold-out), only those count; otherwise the catalog's
-    usable points, through rig.compare.decode_efficiency for the calibrated case.
-    """
-    usable = [p for p in (cat.calibration if points is None else points) if p.use]
-    own = [p for p in usable if p.gpu == gpu]
-    if own:
-        value = (
-            decode_efficiency(cat, gpu)
-            if points is None
-            else statistics.fmean(_point_efficiency(p, cat) for p in own)
-        )
-        assert value is not None
-        return Efficiency(value, "calibrated", f"{len(own)} published point(s) on this GPU")
-    arch = cat.gpus[gpu].arch
-    same = [p for p in usable if cat.gpus[p.gpu].arch == arch]
-    pool, basis = (same, "arch fallback") if same else (usable, "global fallback")
-    if not pool:
-        raise MirrorError("--gpu", "the catalog has no usable calibration point at all")
-    # Mean per GPU first, so a GPU with many points does not outvote the others.
-    per_gpu = {g: statistics.fmean(_point_efficiency(p, cat) for p in pool if p.gpu == g)
-               for g in {p.gpu for p in pool}}  # fmt: skip
-    where = f"{arch} cards" if same else "all calibrated cards"
-    return Efficiency(
-        statistics.fmean(per_gpu.values()), basis, f"mean of {', '.join(sorted(per_gpu))} ({where})"
-    )
-
-
-def _seconds_per_token(
-    model_gib: float, share: float, gpu_bw: float, eff: float, cpu_gbs: float
-) -> float:
-    """Decode time per token: GPU layers at calibrated bandwidth, spilled layers from RAM."""
-    gb = model_gib * GIB
-    return share * gb / (gpu_bw * eff) + (1 - share) * gb / cpu_gbs
-
-
-def error_band() -> tuple[float, float]:
-    """(min, max) relative error of the leave-one-out back-test: the method's own track record."""
-    errors = [p.error for p in back_test().points]
-    return (min(errors), max(errors)) if errors else (0.0, 0.0)
+def fit_weights(
+    model_gib: float, gpu: str, ram_gib: float = DEFAULT_PC_RAM_GIB, cat: Catalog | None = None
+) -> tuple[Verdict, float]:
+    """(verdict, share on the GPU) from the weights alone plus the runtime overhead, for when
+    only a size is known (no architecture, so no KV cache: `fit` with a model tag is better)."""
+    cat = cat or load_catalog()
+    overhead = CUDA_RESERVE_GIB + COMPUTE_BUFFER_FALLBACK_GIB
+    room = cat.gpus[gpu].usable_gib - overhead
+    share = 1.0 if model_gib <= room else max(0.0, room / model_gib)
+    if share == 1.0:
+        return "fits", share
+    return ("partial" if (1 - share) * model_gib <= ram_gib - RAM_RESERVED_GIB else "no"), share
 
 
 def project(
@@ -403,72 +344,170 @@ def project(
     prompt_tok_s: float | None = None,
     cat: Catalog | None = None,
     gpu_share_to: float | None = None,
+    engine: str = speed.DEFAULT_ENGINE,
+    weights_gib: float | None = None,
 ) -> Projection:
-    """Carry a decode speed measured on `gpu_from` over to `to` (a catalog GPU key).
+    """Carry a decode speed measured on `gpu_from` over to `to` (catalog GPU keys).
 
-    The measurement is divided by the model's prediction on the source, which keeps what the
-    bandwidth model does not know (engine, quantisation kernels, MoE reading fewer bytes), and
-    multiplied by the prediction on the target. The range applies the back-test's smallest and
-    largest relative errors: as wrong as the method was on the published points, no less.
+    `model_gib` is what one decoded token reads; `weights_gib` what the GPU must hold (they
+    differ for a mixture of experts, which reads only its active experts; default: equal).
+
     Memory bandwidths are peaks in GB/s: the measuring host's (default: the effective rate seen
-    on a cloud T4 host, CLOUD_HOST_EFFECTIVE_GBS) and the PC's (default DDR5-5600 dual channel);
-    the CPU part reaches CPU_DECODE_EFFICIENCY of a peak. `gpu_share_to`: the share on the
-    target when it differs from the measured one (e.g. a 24 GB card not mirrored to 16 GB).
+    on a cloud T4 host, CLOUD_HOST_EFFECTIVE_GBS) and the PC's (default DDR5-5600 dual
+    channel); a CPU part reaches CPU_DECODE_EFFICIENCY of a peak. `gpu_share_to`: the share on
+    the target when it differs from the measured one (e.g. a model that spills on 16 GB).
+    Impossible input raises MirrorError naming the argument (see check_measurement).
     """
     cat = cat or load_catalog()
     check_gpu(gpu_from, cat, "--gpu")
     check_gpu(to, cat, "--to")
-    _check_positive("--tok-s", tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
-    _check_positive("--model-gib", model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
-    share_to = gpu_share if gpu_share_to is None else gpu_share_to
-    for value in (gpu_share, share_to):
-        if not 0 <= value <= 1:
-            raise MirrorError("--gpu-share", f"{value:g} is not a share — use 0..1, e.g. 0.62")
     for arg, value in (("--host-bw", host_mem_bandwidth_gbs), ("--pc-bw", pc_mem_bandwidth_gbs)):
         if value is not None:
             _check_positive(arg, value, "a memory bandwidth in GB/s, e.g. 89.6")
+    check_measurement(
+        cat.gpus[gpu_from], tok_s, model_gib, gpu_share, weights_gib, host_mem_bandwidth_gbs
+    )
+    share_to = gpu_share if gpu_share_to is None else gpu_share_to
+    _check_share("--gpu-share", share_to)
     pc_ram = pc_mem_bandwidth_gbs or cat.ram["ddr5-5600"].bandwidth_gbs
     host = (
         host_mem_bandwidth_gbs * CPU_DECODE_EFFICIENCY
         if host_mem_bandwidth_gbs
         else CLOUD_HOST_EFFECTIVE_GBS
     )
-    src, dst = cat.gpus[gpu_from], cat.gpus[to]
-    e_src, e_dst = efficiency(cat, gpu_from), efficiency(cat, to)
-    t_src = _seconds_per_token(model_gib, gpu_share, src.bandwidth_gbs, e_src.value, host)
-    t_dst = _seconds_per_token(
-        model_gib, share_to, dst.bandwidth_gbs, e_dst.value, pc_ram * CPU_DECODE_EFFICIENCY
-    )
-    projected = tok_s * t_src / t_dst
-    lo_err, hi_err = error_band()
-    assumptions = [
-        "decode is memory-bandwidth bound: every weight is read once per token",
-        f"{src.name}: {src.bandwidth_gbs:g} GB/s x efficiency {e_src.value:.0%} "
-        f"({e_src.basis}: {e_src.detail})",
-        f"{dst.name}: {dst.bandwidth_gbs:g} GB/s x efficiency {e_dst.value:.0%} "
-        f"({e_dst.basis}: {e_dst.detail})",
-        f"range: the leave-one-out back-test's errors {lo_err:+.0%} .. {hi_err:+.0%} on the "
-        "published points (conservative where both GPUs have their own points)",
-    ]
-    if share_to != gpu_share:
-        assumptions.append(
-            f"share on the GPU: {gpu_share:.0%} measured, {share_to:.0%} on the target"
-        )
-    if min(gpu_share, share_to) < 1:
-        assumptions.append(
-            f"{1 - min(gpu_share, share_to):.0%} of the model runs on the CPU: measuring host at "
-            f"{host:.1f} GB/s achieved, PC at {pc_ram:g} GB/s x {CPU_DECODE_EFFICIENCY:.0%} "
-            "(estimates: no published CPU-side point)"
-        )
-    assumptions.append("same engine, model file and context on both sides; one stream")
-    prefill = None
-    if prompt_tok_s is not None:
-        prefill, note = _project_prefill(prompt_tok_s, src, dst)
-        assumptions.append(note)
-    return Projection(
-        gpu_from, to, tok_s, model_gib, gpu_share, projected,
-        projected / (1 + hi_err), projected / (1 + lo_err), prefill, assumptions,
+    p = speed.carry(
+        cat, gpu_from, tok_s, model_gib, gpu_share, to, share_to, host,
+        pc_ram * CPU_DECODE_EFFICIENCY, engine,
     )  # fmt: skip
+    if prompt_tok_s is not None:
+        _check_positive("--prompt-tok-s", prompt_tok_s, "the measured prompt tok/s, e.g. 900")
+        prefill, note = _project_prefill(prompt_tok_s, cat.gpus[gpu_from], cat.gpus[to])
+        p.prompt_tok_s = prefill
+        p.assumptions.append(note)
+    return p
+
+
+def check_measurement(
+    src: Gpu,
+    tok_s: float,
+    model_gib: float,
+    share: float,
+    weights_gib: float | None = None,
+    host_peak_gbs: float | None = None,
+) -> None:
+    """Refuse what the measuring card cannot have done, with one line naming the argument.
+
+    The roofline is the least time a token can take: its GPU part at the card's peak
+    bandwidth, plus, when the host's peak is given (--host-bw), its CPU part at that peak.
+    """
+    _check_positive("--tok-s", tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
+    _check_positive("--model-gib", model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
+    if model_gib < MIN_MODEL_GIB:
+        raise MirrorError(
+            "--model-gib",
+            f"{model_gib:.3g} GiB is smaller than any language model's weights — give the "
+            "model file's size in GiB, e.g. --model-gib 4.56",
+        )
+    _check_share("--gpu-share", share)
+    held = share * (weights_gib or model_gib)
+    if held > src.usable_gib * 1.01:
+        fit_share = src.usable_gib / (weights_gib or model_gib)
+        raise MirrorError(
+            "--gpu-share",
+            f"{share:.6g} puts {held:.3g} GiB of the {weights_gib or model_gib:.3g} GiB model on "
+            f"the GPU, but the {src.name} holds {src.usable_gib:.1f} GiB — give the measured "
+            f"share (size_vram / size from ollama ps), at most {fit_share:.2f}",
+        )
+    on_gpu = share * model_gib
+    least_s = on_gpu * GIB / src.bandwidth_gbs
+    if host_peak_gbs:
+        least_s += (1 - share) * model_gib * GIB / host_peak_gbs
+    roofline = 1 / least_s if least_s else math.inf
+    if tok_s > roofline * (1 + ROOFLINE_TOLERANCE):
+        where = f"{on_gpu:.3g} GiB on the GPU at {src.bandwidth_gbs:g} GB/s" + (
+            f" and {(1 - share) * model_gib:.3g} GiB from host memory at {host_peak_gbs:g} GB/s"
+            if host_peak_gbs and share < 1
+            else ""
+        )
+        raise MirrorError(
+            "--tok-s",
+            f"{tok_s:.6g} tok/s is above the {src.name}'s bandwidth roofline for {where} "
+            f"({roofline:.1f} tok/s, +{ROOFLINE_TOLERANCE:.0%} allowed) — check --model-gib "
+            "(a MoE model reads only its active experts: give those bytes), --gpu-share and "
+            "--gpu",
+        )
+
+
+@dataclass
+class RankRow:
+    """One card of `rank_all`. A model that does not fit the card's VRAM plus the PC's RAM
+    cannot run there: it has no speed (None), whatever a formula would say."""
+
+    gpu: str
+    name: str
+    role: str
+    vram_gb: float
+    projected_tok_s: float | None
+    low_tok_s: float | None
+    high_tok_s: float | None
+    verdict: Verdict
+    gpu_share: float
+    launch_msrp_usd: float
+    tok_s_per_100usd: float | None
+    fit_basis: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, float):
+                out[key] = round(value, 2)
+        return out
+
+
+def rank_all(
+    gpu_from: str,
+    tok_s: float,
+    model_gib: float,
+    gpu_share: float = 1.0,
+    model: str | None = None,
+    ctx: int = DEFAULT_CTX,
+    host_mem_bandwidth_gbs: float | None = None,
+    pc_mem_bandwidth_gbs: float | None = None,
+    ram_gib: float = DEFAULT_PC_RAM_GIB,
+    cat: Catalog | None = None,
+    weights_gib: float | None = None,
+) -> list[RankRow]:
+    """Every consumer card in the catalog for one measurement, fastest first.
+
+    Each card gets its own fit (with `model`, the full weights + KV + overhead fit; else the
+    weights and overhead alone), so a model that spills on a small card is projected with its
+    CPU part, and tok/s per 100 $ of launch MSRP.
+    """
+    cat = cat or load_catalog()
+    rows = []
+    for key, gpu in cat.gpus.items():
+        if gpu.segment != "consumer":
+            continue
+        if model is not None:
+            f = fit(model, ctx, "f16", key, ram_gib, cat)
+            verdict, share, basis = f.verdict, f.gpu_share, f"{model} at {ctx} tokens, f16 KV"
+        else:
+            verdict, share = fit_weights(weights_gib or model_gib, key, ram_gib, cat)
+            basis = "weights + runtime overhead (no KV cache: pass --model for the full fit)"
+        p = project(
+            gpu_from, tok_s, model_gib, gpu_share, key, host_mem_bandwidth_gbs,
+            pc_mem_bandwidth_gbs, None, cat, share, weights_gib=weights_gib,
+        )  # fmt: skip
+        msrp = gpu.launch_msrp_usd or math.nan
+        if verdict == "no":
+            rows.append(RankRow(key, gpu.name, gpu.role, gpu.vram_gb, None, None, None, verdict,
+                                share, msrp, None, basis))  # fmt: skip
+            continue
+        rows.append(RankRow(
+            key, gpu.name, gpu.role, gpu.vram_gb, p.projected_tok_s, p.low_tok_s, p.high_tok_s,
+            verdict, share, msrp, p.projected_tok_s / msrp * 100, basis,
+        ))  # fmt: skip
+    return sorted(rows, key=lambda r: -(r.projected_tok_s or 0.0))
 
 
 def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | None, str]:
@@ -483,65 +522,11 @@ def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | N
     return prompt_tok_s * ratio, note
 
 
+def _check_share(arg: str, value: float) -> None:
+    if not (0 <= value <= 1):
+        raise MirrorError(arg, f"{value:.10g} is not a share — use 0..1, e.g. 0.62")
+
+
 def _check_positive(arg: str, value: float, fix: str) -> None:
     if not (value > 0 and math.isfinite(value)):
-        raise MirrorError(arg, f"{value:g} must be a positive number — {fix}")
-
-
-# -------------------------------------------------------------------------------- back-test
-
-
-@dataclass(frozen=True)
-class BackTestPoint:
-    gpu: str
-    model: str
-    measured_tok_s: float
-    predicted_tok_s: float
-    basis: str
-
-    @property
-    def error(self) -> float:
-        return self.predicted_tok_s / self.measured_tok_s - 1
-
-
-@dataclass(frozen=True)
-class BackTest:
-    points: list[BackTestPoint]
-
-    @property
-    def median_abs_error(self) -> float:
-        return statistics.median(abs(p.error) for p in self.points)
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{p.gpu:18} {p.measured_tok_s:7.1f} t/s measured, {p.predicted_tok_s:7.1f} "
-            f"predicted ({p.basis}): {p.error:+.1%}"
-            for p in self.points
-        ]
-        return [*out, f"median absolute error: {self.median_abs_error:.1%} (goal <= 15%)"]
-
-
-_BACK_TEST: BackTest | None = None
-
-
-def back_test(cat: Catalog | None = None) -> BackTest:
-    """Hold out each usable calibration point, predict it from the others, compare.
-
-    The prediction is the GPU's efficiency (from the remaining points: its own, else its
-    architecture's, else all) x bandwidth / model bytes.
-    """
-    global _BACK_TEST
-    if cat is None and _BACK_TEST is not None:
-        return _BACK_TEST
-    catalog = cat or load_catalog()
-    usable = [p for p in catalog.calibration if p.use]
-    points = []
-    for i, held in enumerate(usable):
-        others = usable[:i] + usable[i + 1 :]
-        eff = efficiency(catalog, held.gpu, others)
-        bound = catalog.gpus[held.gpu].bandwidth_gbs / (held.model_gib * GIB)
-        points.append(BackTestPoint(held.gpu, held.model, held.tok_s, eff.value * bound, eff.basis))
-    result = BackTest(points)
-    if cat is None:
-        _BACK_TEST = result
-    return result
+        raise MirrorError(arg, f"{value:.6g} must be a positive number — {fix}")

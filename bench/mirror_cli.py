@@ -23,9 +23,10 @@ EXIT_BAD_INPUT = 2
 
 
 def add_commands(sub: Any) -> None:
-    """Add fit, project and report to an argparse subparsers object."""
+    """Add fit, project, backtest and report to an argparse subparsers object."""
     _add_fit(sub)
     _add_project(sub)
+    _add_backtest(sub)
     _add_report(sub)
 
 
@@ -51,21 +52,37 @@ def _add_fit(sub: Any) -> None:
 def _add_project(sub: Any) -> None:
     p = sub.add_parser(
         "project",
-        help="project a measured decode speed onto the planned PC's card",
+        help="project a measured decode speed onto the planned PC's card (or every card)",
         description="Decode tok/s measured on one GPU, projected onto another (default: both "
-        "planned cards) with a low-high range and its assumptions. --json prints one object "
-        "for a single --to, else a list.",
+        "planned cards) with a low-high range and its assumptions. --to all ranks every "
+        "consumer card in the catalog: projected tok/s, range, fit verdict, tok/s per 100 $ of "
+        "launch MSRP. --json prints one object for a single --to, else a list.",
     )
     p.add_argument("--gpu", required=True, help="catalog GPU key the speed was measured on")
     p.add_argument("--tok-s", required=True, help="measured decode tokens per second")
-    p.add_argument("--model-gib", required=True, help="model weights in GiB")
+    p.add_argument("--model-gib", required=True, help="model weights in GiB (bytes read a token)")
     p.add_argument("--gpu-share", default="1", help="share of the model on the GPU, 0..1")
-    p.add_argument("--to", action="append", help="target GPU key (repeatable)")
+    p.add_argument("--to", action="append", help="target GPU key (repeatable), or all")
+    p.add_argument("--model", help="catalog model tag: the fit verdict uses its KV cache too")
+    p.add_argument("--ctx", default=str(mirror.DEFAULT_CTX), help="context for --model's fit")
     p.add_argument("--prompt-tok-s", help="measured prompt tok/s, to project prefill too")
     p.add_argument("--host-bw", help="measuring host's peak memory bandwidth, GB/s")
     p.add_argument("--pc-ram", default="ddr5-5600", help="the PC's memory kind (catalog key)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_guarded("project", cmd_project))
+
+
+def _add_backtest(sub: Any) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="the speed model's leave-one-out back-test on the catalog's published points",
+        description="Hold out each published point of every GPU with at least two, predict it "
+        "from the others (projected from the same publisher's run on another card where one "
+        "exists), and print the table, the median error, the range's coverage and width.",
+    )
+    p.add_argument("--compare", action="store_true", help="also back-test the other model forms")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_guarded("backtest", cmd_backtest))
 
 
 def _add_report(sub: Any) -> None:
@@ -102,7 +119,8 @@ def _num(arg: str, raw: str, fix: str, kind: type = float) -> Any:
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        raise MirrorError(arg, f"'{raw}' is not a number — {fix}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise MirrorError(arg, f"'{raw}' is not {what} — {fix}") from None
 
 
 # ------------------------------------------------------------------------------------- fit
@@ -136,7 +154,7 @@ def render_fit(r: mirror.FitResult, gpu_name: str) -> str:
         f"  weights       {r.weights_gib:7.2f} GiB",
         f"  KV cache      {r.kv_cache_gib:7.2f} GiB",
         f"  overhead      {r.overhead_gib:7.2f} GiB",
-        f"  total         {r.total_gib:7.2f} GiB  vs  VRAM {r.vram_gib:g} GiB",
+        f"  total         {r.total_gib:7.2f} GiB  vs  {r.vram_gib:.2f} GiB usable VRAM",
         f"  verdict       {verdict}",
     ]
     return "\n".join(lines + [f"  note: {n}" for n in r.notes])
@@ -185,6 +203,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     tok_s = _num("--tok-s", args.tok_s, "the measured decode tok/s, e.g. --tok-s 35.5")
     gib = _num("--model-gib", args.model_gib, "the model's size in GiB, e.g. --model-gib 4.56")
     share = _num("--gpu-share", args.gpu_share, "a share 0..1, e.g. --gpu-share 0.62")
+    ctx = _num("--ctx", args.ctx, "use a whole number of tokens, e.g. --ctx 8192", int)
     prompt = None
     if args.prompt_tok_s is not None:
         prompt = _num("--prompt-tok-s", args.prompt_tok_s, "prompt tok/s, e.g. 900")
@@ -193,13 +212,44 @@ def cmd_project(args: argparse.Namespace) -> int:
         raise MirrorError(
             "--pc-ram", f"'{args.pc_ram}' is not a known memory kind — known: {', '.join(cat.ram)}"
         )
-    targets = args.to or [k for k, g in cat.gpus.items() if g.role == "planned"]
-    out = [
-        mirror.project(
-            args.gpu, tok_s, gib, share, to, host, cat.ram[args.pc_ram].bandwidth_gbs, prompt, cat
+    weights = None
+    if args.model is not None:
+        mirror.fit(args.model, ctx, "f16", "rtx-4060-ti-16gb", cat=cat)  # checks --model, --ctx
+        # what the GPU holds; --model-gib stays what a token reads (less for a MoE)
+        weights = cat.models[args.model].download_gb * 1e9 / mirror.GIB_BYTES
+    pc_bw = cat.ram[args.pc_ram].bandwidth_gbs
+    if args.to and "all" in args.to:
+        if len(args.to) > 1:
+            raise MirrorError("--to", "'all' ranks every consumer card — give it alone")
+        mirror.check_gpu(args.gpu, cat, "--gpu")
+        rows = mirror.rank_all(
+            args.gpu, tok_s, gib, share, args.model, ctx, host, pc_bw, cat=cat, weights_gib=weights
         )
-        for to in targets
-    ]
+        if args.json:
+            print(json.dumps([r.as_dict() for r in rows], ensure_ascii=False))
+        else:
+            print(render_ranking(rows, args, cat))
+        return 0
+    targets = args.to or [k for k, g in cat.gpus.items() if g.role == "planned"]
+    out = []
+    for to in targets:
+        share_to = None
+        if args.model is not None:
+            mirror.check_gpu(to, cat, "--to")
+            f = mirror.fit(args.model, ctx, "f16", to, cat=cat)
+            if f.verdict == "no":
+                raise MirrorError(
+                    "--ctx",
+                    f"{args.model} at {ctx} tokens needs {f.total_gib:.3g} GiB: more than "
+                    f"{to}'s VRAM plus the RAM the PC leaves free, so it cannot run there — "
+                    "lower --ctx or pick a smaller model",
+                )
+            share_to = f.gpu_share
+        p = mirror.project(
+            args.gpu, tok_s, gib, share, to, host, pc_bw, prompt, cat, share_to,
+            weights_gib=weights,
+        )  # fmt: skip
+        out.append(p)
     if args.json:
         data = [p.as_dict() for p in out]
         print(json.dumps(data[0] if args.to and len(args.to) == 1 else data, ensure_ascii=False))
@@ -217,6 +267,66 @@ def render_projection(p: mirror.Projection, cat: Any) -> str:
     if p.prompt_tok_s is not None:
         lines.append(f"  prefill: {p.prompt_tok_s:.0f} prompt tok/s")
     return "\n".join(lines + [f"  assumes: {a}" for a in p.assumptions])
+
+
+def render_ranking(rows: list[mirror.RankRow], args: argparse.Namespace, cat: Any) -> str:
+    src = cat.gpus[args.gpu].name
+    head = (
+        f"{args.tok_s} tok/s on {src} ({args.model_gib} GiB): every consumer card, fastest first\n"
+        f"{'card':40} {'tok/s':>7} {'range':>13} {'fit':>8} {'on GPU':>7} {'MSRP $':>7} "
+        f"{'tok/s per 100 $':>15}"
+    )
+    lines = [head, "-" * len(head.splitlines()[-1])]
+    for r in rows:
+        if r.projected_tok_s is None:  # does not fit VRAM + RAM: no speed to give
+            speed, rng, per = "—", "cannot run", "—"
+        else:
+            speed, rng = f"{r.projected_tok_s:.1f}", f"{r.low_tok_s:.0f}-{r.high_tok_s:.0f}"
+            per = f"{r.tok_s_per_100usd:.1f}"
+        lines.append(
+            f"{r.name.replace('NVIDIA GeForce ', ''):40} {speed:>7} {rng:>13} {r.verdict:>8} "
+            f"{r.gpu_share:7.0%} {r.launch_msrp_usd:7.0f} {per:>15}"
+        )
+    lines.append(f"fit: {rows[0].fit_basis}" if rows else "no consumer card in the catalog")
+    lines.append("prices: launch MSRP (a used RTX 3090 costs far less than its 2020 MSRP)")
+    return "\n".join(lines)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from bench import speed
+
+    cat = load_catalog()
+    bt = speed.back_test(cat)
+    variants = {v: speed.back_test(cat, v) for v in speed.VARIANTS} if args.compare else {}
+    if args.json:
+        data = bt.as_dict()
+        if variants:
+            data["variants"] = {v: _variant_summary(b, cat) for v, b in variants.items()}
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    lines = bt.lines()
+    if variants:
+        lines += ["", f"model forms (projections use {speed.DEFAULT_VARIANT}):"]
+        for v, b in variants.items():  # unrounded, so the chosen form reads as above
+            lines.append(
+                f"  {v:15} median error {b.median_abs_error:.1%}, inside range "
+                f"{b.coverage:.0%}, range +/-{b.median_half_width:.0%}, faster card "
+                f"projected slower in {speed.monotonicity_violations(b.model, cat)} pair(s) — "
+                f"{speed.VARIANTS[v]}"
+            )
+    print("\n".join(lines))
+    return 0
+
+
+def _variant_summary(bt: Any, cat: Any) -> dict[str, Any]:
+    from bench import speed
+
+    return {
+        "median_abs_error": round(bt.median_abs_error, 4),
+        "coverage": round(bt.coverage, 4),
+        "median_half_width": round(bt.median_half_width, 4),
+        "monotonicity_violations": speed.monotonicity_violations(bt.model, cat),
+    }
 
 
 # ---------------------------------------------------------------------------------- report

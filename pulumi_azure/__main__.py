@@ -17,6 +17,8 @@ declared = declare(
     vm_size=config.require("vmSize"),
     ssh_source=config.require("sshSource"),
     ssh_public_key=config.require("sshPublicKey"),
+    shutdown_time=config.require("shutdownTime"),
+    shutdown_time_zone=config.require("shutdownTimeZone"),
 )
 for key, value in declared.outputs.items():
     pulumi.export(key, value)

@@ -1,37 +1,80 @@
 """declare(): the Azure twin of the AWS rehearsal VM, from the validated rig profile.
 
 One spot GPU VM reachable only by SSH from one address, that can deallocate itself (Azure keeps
-billing compute after an OS shutdown; only deallocation stops it), plus a daily DevTestLab
-shutdown as a backstop that works even if the VM hangs. Names, the time zone and the spot cap
-come from rig so that the deploy, the destroy check and this program agree.
+billing compute after an OS shutdown; only deallocation stops it), plus the cloud-side stop:
+the VM's auto-shutdown schedule set to the time the deploy computed (rig/azure/schedule.py: the
+max_hours deadline, or the daily shutdown when it comes first), which deallocates the VM even
+if nothing on it works. Names, the role and the spot cap come from rig so that the deploy, the
+destroy scan and this program agree.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import uuid
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 from pulumi_azure_native import authorization, compute, devtestlab, network, resources
 
-from rig.azure import PROJECT_TAG, max_price, names_for, shutdown_time, windows_time_zone
+from rig.azure.names import (
+    ASSIGNMENT_DESCRIPTION,
+    PROJECT_TAG,
+    assignment_name,
+    max_price,
+    names_for,
+    power_role_definition_id,
+    subscription_of,
+)
 from rig.catalog import Catalog, load_catalog
 from rig.profile import OPEN_PREFIX, Profile
 
 VNET_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
-# The one thing the VM's identity may do: deallocate (stop billing). Not even read: the idle
-# watchdog knows its own VM id from the instance metadata service.
-DEALLOCATE_ACTIONS = ["Microsoft.Compute/virtualMachines/deallocate/action"]
-_ID_NAMESPACE = uuid.UUID("6f1c3d2a-8a51-4f0e-9a57-3c0a4be1d7a1")  # for stable role GUIDs
+# Trusted Launch turns on Secure Boot, which refuses the unsigned NVIDIA kernel module Ansible
+# builds with DKMS (REFERENCE: nvidia-dkms is refused under Secure Boot), so the VM must be a
+# "Standard" (non-Trusted-Launch) VM. How to say so depends on the Compute API version the
+# provider sends:
+# - from 2025-11-01, "Standard" is a documented securityType and the default (Azure/azure-rest-
+#   api-specs PR #39957; azure-cli #33280: "CRP API now supports Standard as first-class enum
+#   for securityType starting API version 2025-11-01");
+# - before it, an explicit "Standard" is refused with InvalidParameter "The value of parameter
+#   securityProfile.securityType is invalid." unless the subscription registered the preview
+#   feature Microsoft.Compute/UseStandardSecurityType (azure-cli #31234, #31191), while leaving
+#   securityProfile out gives a Standard VM (the REST API has no Trusted Launch default; the
+#   SDK enum reads "If not specified, Standard will be returned starting api version 2025-11-01").
+# pulumi-azure-native 3.29 sends 2024-11-01 ("Uses Azure REST API version 2024-11-01" in its
+# VirtualMachine docstring), so the profile is left out there and set explicitly from 2025-11-01.
+# An API version this cannot read stops the program before any resource is declared.
+SECURITY_TYPE = "Standard"
+STANDARD_IS_AN_ENUM_FROM = "2025-11-01"
+_API_VERSION = re.compile(r"Uses Azure REST API version (\d{4}-\d{2}-\d{2})")
 
 
-def _guid(seed: str) -> str:
-    # Role definitions and assignments are named by GUID; derive them from the (subscription-
-    # qualified) scope so a re-run updates the same role instead of adding another one.
-    return str(uuid.uuid5(_ID_NAMESPACE, seed.lower()))
+def compute_api_version() -> str:
+    """The Compute REST API version the installed azure-native provider uses for a VM."""
+    # The version is stated in the generated module's docstrings (its @overload __init__s,
+    # which Python does not keep at run time): read the module's source text.
+    source = Path(compute.virtual_machine.__file__).read_text(encoding="utf-8")
+    found = _API_VERSION.search(source)
+    if found is None:
+        raise ValueError(
+            "cannot tell which Compute API version pulumi-azure-native uses for virtual "
+            "machines (its VirtualMachine docstring changed) — check pulumi_azure/"
+            "rehearsal_vm.py security_profile() against the provider before deploying"
+        )
+    return found.group(1)
+
+
+def security_profile(api_version: str) -> dict[str, str] | None:
+    """securityProfile for a non-Trusted-Launch VM at this API version (see above)."""
+    if api_version >= STANDARD_IS_AN_ENUM_FROM:
+        return {"security_type": SECURITY_TYPE}
+    return None
+
+
+_HHMM = re.compile(r"([01]\d|2[0-3])[0-5]\d")
 
 
 def _checked_source(profile: Profile, ssh_source: str) -> str:
@@ -58,10 +101,21 @@ def declare(
     vm_size: str,
     ssh_source: str,
     ssh_public_key: str,
+    shutdown_time: str,
+    shutdown_time_zone: str,
     cat: Catalog | None = None,
 ) -> Declared:
-    """Declare every resource for one VM size; return them with the stack outputs."""
+    """Declare every resource for one VM size; return them with the stack outputs.
+
+    shutdown_time ("HHmm") and shutdown_time_zone (a Windows id) are the cloud-side stop the
+    deploy computed (rig.azure.schedule.cloud_stop) and printed the worst case for."""
     cat = cat or load_catalog()
+    security = security_profile(compute_api_version())  # before any resource: may raise
+    if not _HHMM.fullmatch(shutdown_time) or not shutdown_time_zone:
+        raise ValueError(
+            f"shutdownTime {shutdown_time!r} / shutdownTimeZone {shutdown_time_zone!r}: "
+            "expected HHmm and a Windows time-zone id (python -m rig deploy azure sets them)"
+        )
     az = profile.azure
     if vm_size not in az.vm_sizes:
         raise ValueError(f"vmSize {vm_size} is not in [azure] vm_sizes {az.vm_sizes}")
@@ -143,8 +197,6 @@ def declare(
         }
     else:
         spot = {"priority": "Regular"}
-    # No security_profile: the API's default (no Secure Boot) lets the NVIDIA kernel module that
-    # Ansible builds with DKMS load without enrolling a signing key.
     vm = compute.VirtualMachine(
         "vm",
         vm_name=names.vm,
@@ -152,6 +204,7 @@ def declare(
         location=loc,
         hardware_profile={"vm_size": vm_size},
         identity={"type": "SystemAssigned"},
+        security_profile=security,
         storage_profile={
             "image_reference": {
                 "publisher": image.publisher,
@@ -191,54 +244,38 @@ def declare(
         **spot,  # type: ignore[arg-type]
     )
 
-    # A custom role holding only the deallocate action, assigned on this VM alone: the idle
-    # watchdog on the VM (Ansible's autostop role) calls ARM with the VM's managed identity.
-    # Custom roles cannot be scoped to a single resource, so the role is assignable within the
-    # resource group and the assignment's scope is the VM.
-    role = authorization.RoleDefinition(
-        "deallocate-self",
-        role_definition_id=rg.id.apply(lambda i: _guid(f"{i}/deallocate-self")),
-        role_name=rg.id.apply(
-            lambda i: (
-                f"gpu-rehearsal deallocate {names.vm} "
-                f"{hashlib.sha256(i.lower().encode()).hexdigest()[:8]}"
-            )
-        ),
-        description="Lets a gpu-rehearsal VM deallocate itself when idle (stops compute billing)",
-        role_type="CustomRole",
-        permissions=[{"actions": DEALLOCATE_ACTIONS, "not_actions": []}],
-        assignable_scopes=[rg.id],
-        scope=rg.id,
-    )
+    # The VM's identity may power itself off for good (deallocate: billing stops), through a
+    # built-in role assigned on the VM alone (why not a custom role: rig/azure/names.py). The
+    # idle watchdog on the VM (Ansible's autostop role) calls ARM with this identity.
+    principal = vm.identity.apply(lambda i: i.principal_id if i else None)
     assignment = authorization.RoleAssignment(
         "vm-deallocates-itself",
-        role_assignment_name=vm.id.apply(lambda i: _guid(f"{i}/deallocate-self")),
+        role_assignment_name=pulumi.Output.all(vm.id, principal).apply(
+            lambda v: assignment_name(str(v[0]), str(v[1]))
+        ),
         scope=vm.id,
-        role_definition_id=role.id,
-        principal_id=vm.identity.apply(lambda i: i.principal_id if i else None),
+        role_definition_id=vm.id.apply(lambda i: power_role_definition_id(subscription_of(i))),
+        principal_id=principal,
         # ServicePrincipal skips the directory lookup that fails while a new identity replicates.
         principal_type="ServicePrincipal",
-        description="The VM's own identity may deallocate this VM and nothing else",
+        description=ASSIGNMENT_DESCRIPTION,
     )
-
-    declared: list[pulumi.CustomResource] = [rg, vnet, nsg, ip, nic, vm, role, assignment]
-    when = shutdown_time(profile.autostop.daily_shutdown)
-    if when is not None:
-        # Auto-shutdown deallocates (billing stops). Azure finds it by this exact name.
-        schedule = devtestlab.GlobalSchedule(
-            "daily-shutdown",
-            name=f"shutdown-computevm-{names.vm}",
-            resource_group_name=rg.name,
-            location=loc,
-            status="Enabled",
-            task_type="ComputeVmShutdownTask",
-            daily_recurrence={"time": when},
-            time_zone_id=windows_time_zone(profile.autostop.timezone),
-            target_resource_id=vm.id,
-            notification_settings={"status": "Disabled"},
-            tags=tags,
-        )
-        declared.append(schedule)
+    # The cloud-side stop: Azure finds a VM's auto-shutdown schedule by this exact name; it
+    # deallocates (billing stops) at the time the deploy set, daily, even if the VM hangs.
+    schedule = devtestlab.GlobalSchedule(
+        "shutdown",
+        name=names.schedule,
+        resource_group_name=rg.name,
+        location=loc,
+        status="Enabled",
+        task_type="ComputeVmShutdownTask",
+        daily_recurrence={"time": shutdown_time},
+        time_zone_id=shutdown_time_zone,
+        target_resource_id=vm.id,
+        notification_settings={"status": "Disabled"},
+        tags=tags,
+    )
+    declared: list[pulumi.CustomResource] = [rg, vnet, nsg, ip, nic, vm, assignment, schedule]
 
     outputs: dict[str, pulumi.Input[str]] = {
         "public_ip": ip.ip_address.apply(lambda a: a or ""),
@@ -248,5 +285,7 @@ def declare(
         "location": loc,
         "size": vm_size,
         "ssh_user": image.ssh_user,
+        "shutdown_time": shutdown_time,
+        "shutdown_time_zone": shutdown_time_zone,
     }
     return Declared(outputs, declared)

@@ -24,10 +24,12 @@ GIB = 2**30 / 1e9  # GB per GiB
 
 
 def decode_efficiency(cat: Catalog, gpu_key: str) -> float | None:
-    """Mean share of the bandwidth bound that published decode speeds reached on this GPU.
+    """The highest share of the bandwidth bound a published decode speed reached on this GPU.
 
     Decode reads every weight once per token, so tok/s x model bytes / bandwidth is the share
-    of peak bandwidth achieved. None when the catalog has no usable point for the GPU.
+    of peak bandwidth achieved. The best run, not the mean: the points come from different
+    engines and builds, and a slow engine says little about the card. None without a usable
+    point. (The projection itself uses bench/speed.py's fitted model, not this figure.)
     """
     bandwidth = cat.gpus[gpu_key].bandwidth_gbs
     shares = [
@@ -35,7 +37,7 @@ def decode_efficiency(cat: Catalog, gpu_key: str) -> float | None:
         for p in cat.calibration
         if p.gpu == gpu_key and p.use
     ]
-    return sum(shares) / len(shares) if shares else None
+    return max(shares) if shares else None
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Closeness:
         bw = f"{self.bandwidth_ratio:.2f}x the PC's memory bandwidth"
         if self.efficiency is not None and self.pc_efficiency is not None:
             bw += (
-                f" (published decode reaches {self.efficiency:.0%} of it vs "
+                f" (published decode reaches up to {self.efficiency:.0%} of it vs "
                 f"{self.pc_efficiency:.0%} on the PC's card)"
             )
         cost = "no listed price"

@@ -39,6 +39,7 @@ MODEL_DISK_FACTOR = 1.1
 DISK_HEADROOM_GB = 10
 MAX_HOURS_HARD_LIMIT = 168  # a week: beyond this a rehearsal is a server, not a rehearsal
 OPEN_PREFIX = {4: 16, 6: 48}  # an SSH source broader than this is "open" and needs the opt-in
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 class Section(BaseModel):
@@ -304,9 +305,20 @@ class AzureSection(Section):
         "Premium_LRS", description="OS disk type (Premium_LRS loads models fastest)."
     )
     image: str = Field("ubuntu-22.04", description='"ubuntu-22.04" (Gen2) or "ubuntu-24.04".')
+    subscription: str = Field(
+        "", description='Subscription id to deploy to; "" = the signed-in default.'
+    )
 
     def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
         out: list[Problem] = []
+        if self.subscription and not _GUID.fullmatch(self.subscription):
+            out.append(
+                self.p(
+                    "subscription",
+                    f"{show(self.subscription)} is not a subscription id — write the GUID "
+                    '`az account list -o table` shows, or "" for the signed-in default',
+                )
+            )
         regions = cat.regions["azure"].names
         if self.location not in regions:
             out.append(

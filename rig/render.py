@@ -18,15 +18,23 @@ GPU_ROWS: list[tuple[str, str]] = [
     ("arch", "Architecture"),
     ("compute_capability", "Compute capability"),
     ("vram_gb", "VRAM (GB)"),
+    ("usable_mib", "Usable VRAM (MiB, nvidia-smi)"),
     ("memory_type", "Memory"),
     ("bus_width_bits", "Bus (bit)"),
     ("bandwidth_gbs", "Bandwidth (GB/s)"),
     ("cuda_cores", "CUDA cores"),
     ("fp32_tflops", "FP32 TFLOPS"),
-    ("tensor_fp16_tflops", "Tensor FP16 TFLOPS"),
+    ("tensor_fp16_tflops", "Tensor FP16 TFLOPS (dense)"),
+    ("int8_tops_dense", "INT8 TOPS (dense)"),
+    ("int8_tops_sparse", "INT8 TOPS (sparse, 2:4)"),
+    ("tensor_core_gen", "Tensor cores (generation)"),
     ("tdp_w", "TDP (W)"),
+    ("launch_date", "Launch"),
+    ("launch_msrp_usd", "Launch MSRP ($)"),
     ("source", "Source"),
 ]
+# Rows whose figures are derived somewhere: the cell is marked so (see the GPU's notes).
+ESTIMATE_MARK = "*"
 
 
 def _cell(value: Any) -> str:
@@ -38,13 +46,23 @@ def _cell(value: Any) -> str:
 
 
 def gpu_table(cat: Catalog) -> Table:
-    """GPUs side by side, one column each: the conversation's first table."""
-    table = Table(title="GPUs: the planned PC's cards and their cloud stand-ins")
+    """GPUs side by side, one column each: the conversation's first table, with the INT8 TOPS
+    and tensor-core generation the plan asked for. A figure marked * is derived, not published
+    by the vendor (the source list names rehearsal-estimate; the GPU's notes say how)."""
+    table = Table(
+        title="GPUs: the planned PC's cards, the alternatives, the cloud stand-ins and the "
+        "reference cards (* = derived, see notes)"
+    )
     table.add_column("")
     for gpu in cat.gpus.values():
         table.add_column(gpu.name.replace("NVIDIA ", "").replace("GeForce ", ""), justify="right")
     for field, label in GPU_ROWS:
-        table.add_row(label, *(_cell(getattr(g, field)) for g in cat.gpus.values()))
+        cells = []
+        for g in cat.gpus.values():
+            value = getattr(g, field)
+            derived = field != "source" and g.source_of(field) == "rehearsal-estimate"
+            cells.append(_cell(value) + (ESTIMATE_MARK if derived and value is not None else ""))
+        table.add_row(label, *cells)
     return table
 
 

@@ -23,16 +23,16 @@ sys.path.insert(0, str(PROGRAM))  # as the Pulumi language host does for __main_
 
 import rehearsal_vm  # noqa: E402
 
+from rig.azure import names  # noqa: E402
 from rig.profile import load_profile  # noqa: E402
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CALLER = "203.0.113.7/32"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHq0test rehearsal"
 # Resource types that Azure gives no tags (Microsoft.Authorization has no tags property).
-UNTAGGABLE = {
-    "azure-native:authorization:RoleDefinition",
-    "azure-native:authorization:RoleAssignment",
-}
+UNTAGGABLE = {"azure-native:authorization:RoleAssignment"}
+# What python -m rig deploy azure computed (rig.azure.schedule.cloud_stop) and passes in.
+STOP = {"shutdown_time": "1300", "shutdown_time_zone": "UTC"}
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -63,11 +63,6 @@ class Mocks(pulumi.runtime.Mocks):
         elif kind == "PublicIPAddress":
             rid = f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Network/ip"
             state["ipAddress"] = "198.51.100.20"
-        elif kind == "RoleDefinition":
-            rid = (
-                f"{args.inputs['scope']}/providers/Microsoft.Authorization/roleDefinitions/"
-                f"{args.inputs['roleDefinitionId']}"
-            )
         else:
             rid = f"/subscriptions/{SUB}/mock/{args.typ}/{args.name}"
         return rid, state
@@ -88,7 +83,7 @@ def declare(profile_path: Path, **overrides: Any) -> tuple[Mocks, rehearsal_vm.D
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="gpu-rehearsal-azure", stack="nc8as-t4-v3-westeurope")
     args = {"vm_size": "Standard_NC8as_T4_v3", "ssh_source": CALLER, "ssh_public_key": KEY}
-    args |= overrides
+    args |= STOP | overrides
     return mocks, rehearsal_vm.declare(load_profile(profile_path), **args)
 
 
@@ -209,20 +204,24 @@ def test_world_open_or_non_cidr_ssh_source_is_refused(profile_file):
 
 
 @pulumi.runtime.test
-def test_daily_shutdown_schedule_targets_the_vm(profile_file):
+def test_the_shutdown_schedule_holds_the_deadline_the_deploy_computed(profile_file):
+    """#10.1: the cloud-side stop is the schedule at the deploy's time, not a fixed daily time."""
     mocks, declared = declare(
         profile_file(
             ("autostop", "daily_shutdown", '"07:30"'), ("autostop", "timezone", '"Asia/Tokyo"')
-        )
+        ),
+        shutdown_time="2215",
+        shutdown_time_zone="Tokyo Standard Time",
     )
 
     def check(args: list[Any]) -> None:
         vm_id, vm_name = args
         schedule = mocks.one("GlobalSchedule")
+        # DevTestLab finds a VM's auto-shutdown by this exact name (REFERENCE, Azure).
         assert schedule["name"] == f"shutdown-computevm-{vm_name}"
         assert schedule["name"] == "shutdown-computevm-vm-rehearsal-nc8as-t4-v3"
         assert schedule["taskType"] == "ComputeVmShutdownTask"
-        assert schedule["dailyRecurrence"] == {"time": "0730"}
+        assert schedule["dailyRecurrence"] == {"time": "2215"}  # the deadline, not 07:30
         assert schedule["timeZoneId"] == "Tokyo Standard Time"
         assert schedule["targetResourceId"] == vm_id
         assert schedule["status"] == "Enabled"
@@ -232,35 +231,76 @@ def test_daily_shutdown_schedule_targets_the_vm(profile_file):
 
 
 @pulumi.runtime.test
-def test_no_schedule_when_daily_shutdown_is_off(profile_file):
+def test_the_schedule_exists_even_with_daily_shutdown_off(profile_file):
+    """daily_shutdown = "off" turns off the daily stop, never the max_hours one."""
     mocks, declared = declare(profile_file(("autostop", "daily_shutdown", '"off"')))
-    return settled(declared).apply(lambda _: assert_equal(mocks.of("GlobalSchedule"), []))
+    return settled(declared).apply(
+        lambda _: assert_equal(mocks.one("GlobalSchedule")["dailyRecurrence"], {"time": "1300"})
+    )
+
+
+def test_a_malformed_stop_time_is_refused(profile_file):
+    with pytest.raises(ValueError, match="shutdownTime"):
+        declare(profile_file(), shutdown_time="25:00")
+    with pytest.raises(ValueError, match="shutdownTimeZone"):
+        declare(profile_file(), shutdown_time_zone="")
 
 
 @pulumi.runtime.test
-def test_identity_may_only_deallocate_this_vm(profile_file):
+def test_trusted_launch_is_off_in_the_way_the_providers_api_version_accepts(profile_file):
+    """#10.10, corrected in review: the VM must not be Trusted Launch (Secure Boot refuses the
+    unsigned DKMS NVIDIA module, REFERENCE). pulumi-azure-native 3.29 sends Compute API
+    2024-11-01, where an explicit securityType "Standard" is refused ("The value of parameter
+    securityProfile.securityType is invalid.", azure-cli #31234) unless the preview feature
+    Microsoft.Compute/UseStandardSecurityType is registered, and where an absent securityProfile
+    is a Standard VM; from 2025-11-01 "Standard" is a first-class value (azure-cli #33280,
+    azure-rest-api-specs PR #39957). So: no securityProfile at 2024-11-01."""
+    assert rehearsal_vm.compute_api_version() == "2024-11-01"  # the pinned provider's
+    mocks, declared = declare(profile_file())
+    return settled(declared).apply(
+        lambda _: assert_equal(mocks.one("VirtualMachine").get("securityProfile"), None)
+    )
+
+
+def test_a_provider_on_api_2025_11_01_or_later_says_standard_explicitly():
+    # Upgrading pulumi-azure-native cannot silently bring a Trusted Launch default: from
+    # 2025-11-01 the program names Standard, before it the (Standard) default applies.
+    assert rehearsal_vm.security_profile("2025-11-01") == {"security_type": "Standard"}
+    assert rehearsal_vm.security_profile("2026-03-01") == {"security_type": "Standard"}
+    assert rehearsal_vm.security_profile("2024-11-01") is None
+    assert rehearsal_vm.security_profile("2025-04-01") is None  # Standard undocumented there
+
+
+def test_an_unreadable_api_version_stops_before_any_resource(monkeypatch, tmp_path):
+    fake = tmp_path / "virtual_machine.py"
+    fake.write_text("class VirtualMachine: ...\n", encoding="utf-8")
+    monkeypatch.setattr(rehearsal_vm.compute.virtual_machine, "__file__", str(fake))
+    with pytest.raises(ValueError, match="cannot tell which Compute API version"):
+        rehearsal_vm.compute_api_version()
+
+
+@pulumi.runtime.test
+def test_identity_gets_a_built_in_power_role_on_its_own_vm_only(profile_file):
+    """#10.4: no custom role (nothing tenant-wide to leak); a built-in role at the VM's scope."""
     mocks, declared = declare(profile_file())
 
     def check(args: list[Any]) -> None:
-        vm_id, rg = args
-        role = mocks.one("RoleDefinition")
-        assert role["permissions"] == [
-            {"actions": ["Microsoft.Compute/virtualMachines/deallocate/action"], "notActions": []}
-        ]
-        rg_id = f"/subscriptions/{SUB}/resourceGroups/{rg}"
-        assert role["assignableScopes"] == [rg_id]
-        assert role["roleType"] == "CustomRole"
+        (vm_id,) = args
+        assert mocks.of("RoleDefinition") == []
         assignment = mocks.one("RoleAssignment")
         assert assignment["scope"] == vm_id
         assert vm_id.endswith("/Microsoft.Compute/virtualMachines/vm-rehearsal-nc8as-t4-v3")
+        # Desktop Virtualization Power On Off Contributor (Azure built-in roles reference).
+        assert assignment["roleDefinitionId"] == (
+            f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+            "40c5ff49-9181-41f8-ae61-143b0e78555e"
+        )
         assert assignment["principalId"] == "principal-1234"
         assert assignment["principalType"] == "ServicePrincipal"
-        assert assignment["roleDefinitionId"].endswith(
-            f"/roleDefinitions/{role['roleDefinitionId']}"
-        )
+        assert assignment["description"].startswith("gpu-rehearsal:")  # what destroy scans for
+        assert assignment["roleAssignmentName"] == names.assignment_name(vm_id, "principal-1234")
 
-    outputs = declared.outputs
-    return settled(declared, outputs["vm_id"], outputs["resource_group"]).apply(check)
+    return settled(declared, declared.outputs["vm_id"]).apply(check)
 
 
 @pulumi.runtime.test
@@ -276,7 +316,6 @@ def test_every_taggable_resource_is_tagged_and_outputs_are_exported(profile_file
             "PublicIPAddress",
             "NetworkInterface",
             "VirtualMachine",
-            "RoleDefinition",
             "RoleAssignment",
             "GlobalSchedule",
         }
@@ -295,6 +334,8 @@ def test_every_taggable_resource_is_tagged_and_outputs_are_exported(profile_file
             "location": "westeurope",
             "size": "Standard_NC8as_T4_v3",
             "ssh_user": "azureuser",
+            "shutdown_time": "1300",
+            "shutdown_time_zone": "UTC",
         }
 
     return settled(declared, *declared.outputs.values()).apply(check)
@@ -311,6 +352,8 @@ def test_main_program_reads_stack_config(profile_file):
         "vmSize": "Standard_NC4as_T4_v3",
         "sshSource": CALLER,
         "sshPublicKey": KEY,
+        "shutdownTime": "0945",
+        "shutdownTimeZone": "W. Europe Standard Time",
     }.items():
         pulumi.runtime.set_config(f"gpu-rehearsal-azure:{key}", value)
     program = runpy.run_path(str(PROGRAM / "__main__.py"), run_name="__main__")
@@ -322,6 +365,9 @@ def test_main_program_reads_stack_config(profile_file):
         assert mocks.one("NetworkSecurityGroup")["securityRules"][0]["sourceAddressPrefix"] == (
             CALLER
         )
+        schedule = mocks.one("GlobalSchedule")
+        assert schedule["dailyRecurrence"] == {"time": "0945"}
+        assert schedule["timeZoneId"] == "W. Europe Standard Time"
 
     return settled(program["declared"]).apply(check)
 

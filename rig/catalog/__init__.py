@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from rig.catalog.schema import (
+    AzurePrices,
     CalibrationPoint,
     Cloud,
     Cpu,
@@ -46,6 +47,7 @@ class Catalog:
     models: dict[str, Model]
     unavailable: dict[str, Unavailable]
     calibration: list[CalibrationPoint]
+    azure_prices: AzurePrices  # OS disk tiers and public IPv4 (what bills besides compute)
 
     def instances_of(self, cloud: Cloud) -> list[Instance]:
         return [i for i in self.instances.values() if i.cloud == cloud]
@@ -74,6 +76,7 @@ class Catalog:
             keys.update(p.source for p in inst.prices)
         keys.update(p.source for p in self.calibration)
         keys.update(r.source for r in self.regions.values())
+        keys.update(self.azure_prices.sources())
         return keys
 
 
@@ -138,6 +141,7 @@ def load_catalog() -> Catalog:
         models={k: Model(tag=k, **v) for k, v in models_doc["models"].items()},
         unavailable={k: Unavailable(tag=k, **v) for k, v in models_doc["unavailable"].items()},
         calibration=[CalibrationPoint(**p) for p in _read("calibration.toml")["points"]],
+        azure_prices=AzurePrices(**_read("azure_prices.toml")),
     )
     _check(cat)
     return cat

@@ -38,10 +38,20 @@ class Cited(_Strict):
         return self.field_sources.get(field, self.source)
 
 
+TensorGen = Literal[2, 3, 4, 5]
+
+
 class Gpu(Cited):
+    """A graphics card: launch specs, the usable VRAM the driver reports, and for consumer
+    cards the launch price. Tensor and INT8 figures are dense unless the field says sparse
+    (2:4 structured sparsity, which doubles the peak where the architecture supports it)."""
+
     key: str
     name: str
-    role: Literal["planned", "cloud", "reference"]
+    # planned: the PC being considered; alternative: a card the user might buy instead;
+    # cloud: a rented stand-in; reference: measured by others, anchors the speed calibration
+    role: Literal["planned", "alternative", "cloud", "reference"]
+    segment: Literal["consumer", "datacenter"]
     arch: Literal["turing", "ampere", "ada", "hopper", "blackwell"]
     chip: str
     compute_capability: str
@@ -53,8 +63,29 @@ class Gpu(Cited):
     cuda_cores: int | None = None
     fp32_tflops: float | None = None
     tensor_fp16_tflops: float | None = None
+    tensor_core_gen: TensorGen
+    int8_tops_dense: float | None = None
+    int8_tops_sparse: float | None = None  # None: not published or no sparsity (say which)
     tdp_w: float | None = None
+    launch_date: dt.date | None = None
+    launch_msrp_usd: float | None = Field(default=None, gt=0)
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _consumer_cards_have_a_price(self) -> Gpu:
+        if self.segment == "consumer" and (self.launch_msrp_usd is None or not self.launch_date):
+            raise ValueError(f"{self.key}: a consumer card needs launch_msrp_usd and launch_date")
+        if self.usable_mib > self.vram_gb * 1024 + 64:
+            raise ValueError(f"{self.key}: usable_mib {self.usable_mib} exceeds {self.vram_gb} GB")
+        return self
+
+    @property
+    def usable_gib(self) -> float:
+        return self.usable_mib / 1024
+
+    @property
+    def hbm(self) -> bool:
+        return "HBM" in self.memory_type.upper()
 
 
 class Price(_Strict):
@@ -135,7 +166,19 @@ class Model(Cited):
     head_count_kv: int
     key_length: int
     value_length: int
+    # Mixture of experts: the parameters one token runs through (shared layers + the routed
+    # experts). Decode reads only those, so its speed follows these bytes, not the file size.
+    active_parameters_b: float | None = Field(default=None, gt=0)
     remark: str = ""
+
+    @property
+    def read_fraction(self) -> float:
+        """Share of the weights one decoded token reads (1 for a dense model)."""
+        return (
+            min(1.0, self.active_parameters_b / self.parameters_b)
+            if self.active_parameters_b
+            else 1.0
+        )
 
 
 class Unavailable(_Strict):
@@ -144,18 +187,91 @@ class Unavailable(_Strict):
     replacement: str
 
 
+Engine = Literal["llama-bench", "llama-server", "llama-cli", "ollama", "localscore"]
+
+
 class CalibrationPoint(_Strict):
+    """One published single-stream decode speed. `series` groups the points one publisher
+    measured in one campaign (same engine build, host and method): the back-test projects
+    between the GPUs of a series, as the report projects between a cloud VM and the PC."""
+
     gpu: str
-    engine: str
+    engine: Engine
+    build: str  # engine version or build as published ("" when the source does not say)
+    measured: str = Field(pattern=r"^\d{4}-\d{2}$")  # month of the measurement (YYYY-MM)
     model: str
-    model_gib: float
+    quant: str
+    model_gib: float = Field(gt=0)  # weights read per generated token, GiB
     test: str
-    tok_s: float
+    tok_s: float = Field(gt=0)
     use: bool
+    series: str
     source: str
     notes: str = ""
+
+    @property
+    def model_bytes(self) -> int:
+        return round(self.model_gib * 2**30)
 
 
 class Regions(_Strict):
     source: str
     names: list[str]
+
+
+class AzureDiskTier(_Strict):
+    name: str  # billing tier, e.g. "P15": the provisioned size rounds up to the next tier
+    size_gib: int
+
+
+class PublishedPrice(_Strict):
+    """One figure as published for one region, with where it was published."""
+
+    usd_per_month: float = Field(gt=0)
+    source: str
+
+
+class AzureDiskPrices(_Strict):
+    product: str  # the retail prices API's productName for these meters
+    sizes_source: str
+    tiers: list[AzureDiskTier]
+    # region (armRegionName) -> tier name -> published figure. Only figures a source gives for
+    # that region: a missing one means "price unknown; live price needed", never a neighbour's.
+    prices: dict[str, dict[str, PublishedPrice]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tiers_ascend(self) -> AzureDiskPrices:
+        sizes = [t.size_gib for t in self.tiers]
+        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"{self.product}: tiers must ascend by size_gib")
+        names = {t.name for t in self.tiers}
+        for region, figures in self.prices.items():
+            unknown = set(figures) - names
+            if unknown:
+                raise ValueError(f"{self.product} {region}: unknown tiers {sorted(unknown)}")
+        return self
+
+    def sources(self) -> set[str]:
+        return {self.sizes_source} | {
+            p.source for figures in self.prices.values() for p in figures.values()
+        }
+
+
+class PublishedHourly(_Strict):
+    usd_per_hour: float = Field(gt=0)
+    source: str
+
+
+class AzurePrices(_Strict):
+    """What an Azure rehearsal VM costs besides compute: its OS disk and static public IPv4."""
+
+    hours_per_month: float = Field(gt=0)
+    hours_source: str
+    public_ip: dict[str, PublishedHourly]  # region -> Standard static IPv4 $/h as published
+    disks: dict[str, AzureDiskPrices]
+
+    def sources(self) -> set[str]:
+        keys = {self.hours_source} | {p.source for p in self.public_ip.values()}
+        for disk in self.disks.values():
+            keys |= disk.sources()
+        return keys
