@@ -443,6 +443,10 @@ class Azure:
             (200, {"name": "op", "status": "Succeeded", "endTime": "2026-08-21T10:01:30Z"}),
         ]
     )
+    # GET .../virtualMachines/{vm}/instanceView (Virtual Machines - Instance View): statuses[]
+    instance_view: list[tuple[int, Any]] = field(
+        default_factory=lambda: [(403, {"error": {"code": "AuthorizationFailed"}})]
+    )
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     @staticmethod
@@ -463,6 +467,9 @@ class Azure:
         if url.startswith(DEALLOCATE) and method == "POST":
             status, hdrs = self._next(self.post)
             return status, hdrs, b""
+        if url.startswith(f"https://management.azure.com{VM_ID}/instanceView?") and method == "GET":
+            status, body = self._next(self.instance_view)
+            return status, {}, json.dumps(body).encode()
         if url == OPERATION and method == "GET":
             status, body = self._next(self.status)
             if isinstance(body, OSError):
@@ -522,13 +529,45 @@ def test_azure_202_accepted_then_no_answer_never_powers_off(tmp_path: Path) -> N
     )
 
 
-def test_azure_status_url_forbidden_keeps_the_vm_running(tmp_path: Path) -> None:
+def power(*codes: str) -> dict[str, Any]:
+    """An instance view as ARM returns it (tests/fixtures/azure/instance_view_running.json)."""
+    statuses = [{"code": c, "level": "Info", "displayStatus": c.split("/")[1]} for c in codes]
+    return {"computerName": "vm-t4", "osName": "ubuntu", "statuses": statuses}
+
+
+def test_azure_status_url_forbidden_falls_back_to_the_vms_power_state(tmp_path: Path) -> None:
+    # A role scoped to the VM (Desktop Virtualization Power On Off Contributor) cannot read the
+    # operation under /subscriptions/.../locations/.../operations, but can read the VM.
+    vm = azure_vm(tmp_path, deallocate_attempts=1)
+    arm = Azure(
+        status=[(403, {"error": {"code": "AuthorizationFailed"}})],
+        instance_view=[
+            (200, power("ProvisioningState/updating", "PowerState/deallocating")),
+            (200, power("ProvisioningState/succeeded", "PowerState/deallocated")),
+        ],
+    )
+    assert vm.minute(arm).acted == ["deallocated", "poweroff"]
+    assert vm.events("deallocate-status-forbidden")[0]["status"] == 403
+
+
+def test_azure_nothing_readable_keeps_the_vm_running(tmp_path: Path) -> None:
     vm = azure_vm(tmp_path, deallocate_attempts=1)
     arm = Azure(status=[(403, {"error": {"code": "AuthorizationFailed"}})])
     decision = vm.minute(arm)
     assert not vm.powered_off and decision.acted[0] == "deallocate-failed"
     error = vm.events("deallocate-failed")[0]["error"]
-    assert "cannot read the operation status (HTTP 403)" in error
+    assert "cannot read the operation status nor the VM's instance view (HTTP 403)" in error
+
+
+def test_azure_power_state_stuck_running_is_not_a_confirmation(tmp_path: Path) -> None:
+    vm = azure_vm(tmp_path, deallocate_attempts=1, deallocate_budget_s=120)
+    arm = Azure(
+        status=[(403, {})],
+        instance_view=[(200, power("ProvisioningState/succeeded", "PowerState/running"))],
+    )
+    decision = vm.minute(arm)
+    assert not vm.powered_off and decision.acted[0] == "deallocate-failed"
+    assert "PowerState/running" in vm.events("deallocate-failed")[0]["error"]
 
 
 def test_azure_transient_errors_while_polling_are_polled_through(tmp_path: Path) -> None:

@@ -610,7 +610,8 @@ class Actor:
 
     def _deallocate_once(self, deadline: float) -> None:
         token = self._token()
-        url = f"{ARM}{self._vm_id()}/deallocate?api-version={ARM_COMPUTE_API}"
+        vm_id = self._vm_id()
+        url = f"{ARM}{vm_id}/deallocate?api-version={ARM_COMPUTE_API}"
         status, headers, body = self.http("POST", url, {"Authorization": f"Bearer {token}"})
         if status == 200:
             return  # finished synchronously
@@ -624,7 +625,12 @@ class Actor:
             raise DeallocateFailed("ARM deallocate: 202 without Azure-AsyncOperation or Location")
         self.log("deallocate-accepted", status_url=status_url or location)
         self._follow(
-            status_url or location or "", token, deadline, headers, by_location=not status_url
+            status_url or location or "",
+            token,
+            deadline,
+            headers,
+            by_location=not status_url,
+            vm_id=vm_id,
         )
 
     def _follow(
@@ -634,9 +640,12 @@ class Actor:
         deadline: float,
         headers: dict[str, str],
         by_location: bool,
+        vm_id: str,
     ) -> None:
         wait = _retry_after(headers, self.cfg.deallocate_poll_interval_s)
         last = "no answer yet"
+        instance_view = False  # reading the operation is forbidden: watch the VM's power state
+        auth = {"Authorization": f"Bearer {token}"}
         while True:
             if self.monotonic() + wait > deadline:
                 raise DeallocateFailed(
@@ -644,13 +653,36 @@ class Actor:
                     f"(last: {last})"
                 )
             self.sleep(wait)
+            target = f"{ARM}{vm_id}/instanceView?api-version={ARM_COMPUTE_API}"
             try:
-                status, headers, body = self.http("GET", url, {"Authorization": f"Bearer {token}"})
+                status, headers, body = self.http("GET", target if instance_view else url, auth)
             except OSError as exc:  # a network blip while polling: poll again
                 last, wait = f"{type(exc).__name__}: {exc}", self.cfg.deallocate_poll_interval_s
                 continue
             wait = _retry_after(headers, self.cfg.deallocate_poll_interval_s)
             data = _json(body)
+            if instance_view:
+                if status == 200 and isinstance(data, dict):
+                    codes = [
+                        str(s.get("code", ""))
+                        for s in data.get("statuses") or []
+                        if isinstance(s, dict)
+                    ]
+                    if "PowerState/deallocated" in codes:
+                        return
+                    failed = [c for c in codes if c.startswith("ProvisioningState/failed")]
+                    if failed:
+                        raise DeallocateFailed(f"VM instance view: {failed[0]}")
+                    last = f"instance view {', '.join(codes) or '?'}"
+                    continue
+                if status in (401, 403):
+                    raise DeallocateFailed(
+                        f"cannot read the operation status nor the VM's instance view (HTTP "
+                        f"{status}): the VM's role needs Microsoft.Compute/virtualMachines/"
+                        "instanceView/read"
+                    )
+                last = f"instance view HTTP {status}"
+                continue
             if by_location:
                 if status in (200, 204):
                     return
@@ -668,10 +700,11 @@ class Actor:
                 last = f"status {outcome or '?'}"
                 continue
             if status in (401, 403):
-                raise DeallocateFailed(
-                    f"cannot read the operation status (HTTP {status}): the VM's role needs read "
-                    "access to Microsoft.Compute operations in its resource group"
-                )
+                # The status URL is not under the VM: a role scoped to the VM may not read it.
+                # The VM's own power state says the same thing ("PowerState/deallocated").
+                self.log("deallocate-status-forbidden", level=4, status=status, next="instanceView")
+                instance_view, last, wait = True, f"operation HTTP {status}", 0.0
+                continue
             last = f"HTTP {status} {data!r:.120}"  # 5xx / 429: transient, poll again
 
 
