@@ -27,10 +27,11 @@ Times: the idle streak is kept on CLOCK_MONOTONIC (time.monotonic) in a state fi
 
 Stopping: AWS = OS shutdown (the instance's shutdown behaviour is "stop"). Azure = deallocate
 through ARM with the VM's managed identity, then follow the operation's Azure-AsyncOperation URL
-until it reports Succeeded: only then is the VM known to have stopped billing compute (an OS
-shutdown alone leaves it "Stopped" and billing). Anything short of a confirmed deallocation leaves
-the VM running and the next run tries again; this program never powers an Azure VM off itself
-before Azure has confirmed.
+until it reports Succeeded (where the VM's role may not read that URL, until the VM's instance
+view says PowerState/deallocated): only then is the VM known to have stopped billing compute (an
+OS shutdown alone leaves it "Stopped" and billing). Anything short of a confirmed deallocation
+leaves the VM running and the next run tries again; this program never powers an Azure VM off
+itself before Azure has confirmed.
 
 No probe failure (a hung nvidia-smi, a permission error, an unexpected IMDS reply) ends a run: it
 is journaled and the run goes on, and max_hours is enforced whatever else fails.
