@@ -140,3 +140,45 @@ def test_the_ubuntu_install_checks_secure_boot_and_the_loaded_module() -> None:
     # persistence through nvidia-persistenced at boot, not a one-off nvidia-smi -pm 1
     enable = next(t for t in verify if t.get("block"))["block"]
     assert any(t.get("ansible.builtin.systemd_service", {}).get("enabled") for t in enable)
+
+
+def test_a_driver_without_a_persistenced_unit_gets_one() -> None:
+    # NVIDIA's .run installer ships nvidia-persistenced but its unit only as a sample
+    # (/usr/share/doc/NVIDIA_GLX-1.0/samples/nvidia-persistenced-init.tar.bz2,
+    # systemd/nvidia-persistenced.service.template: Type=forking, ExecStart=
+    # /usr/bin/nvidia-persistenced --user __USER__). Enabling a unit that does not exist fails
+    # the role on such an image (a vendor AMI with the driver preinstalled), so the role asks
+    # systemd (LoadState) and writes one only where it is "not-found".
+    verify = _tasks("verify.yml")
+    names = [t["name"] for t in verify]
+    ask = verify[names.index("Ask systemd whether nvidia-persistenced.service exists")]
+    # ansible.builtin.systemd_service with a name only returns `systemctl show` as `status`
+    # and acts on nothing (state/enabled/masked unset).
+    assert ask["ansible.builtin.systemd_service"] == {"name": "nvidia-persistenced.service"}
+    assert ask["check_mode"] is False
+    block = next(t for t in verify if t.get("block"))["block"]
+    install = block[0]
+    assert install["ansible.builtin.template"]["dest"] == (
+        "/etc/systemd/system/nvidia-persistenced.service"
+    )
+    assert install["when"] == (
+        "nvidia_driver_persistenced_unit.status.LoadState | default('not-found') == 'not-found'"
+    )
+    assert names.index(ask["name"]) < names.index(
+        "Run nvidia-persistenced at boot with persistence mode on"
+    )
+    unit = (ROLE / "templates/nvidia-persistenced.service.j2").read_text()
+    assert "Type=forking" in unit and "ExecStart=/usr/bin/nvidia-persistenced" in unit
+    # no --no-persistence-mode: the daemon then keeps persistence mode on by itself
+    assert "--no-persistence-mode" not in unit
+    assert "WantedBy=multi-user.target" in unit
+
+
+def test_a_preinstalled_working_driver_is_left_alone() -> None:
+    # The AWS Deep Learning AMI ships the driver (595.x in its 2026 release notes): when
+    # nvidia-smi answers with a branch >= 550 nothing is installed over it.
+    main = yaml.safe_load((ROLE / "tasks/main.yml").read_text())
+    install = next(t for t in main if t["name"] == "Install the driver for this OS")
+    assert "not nvidia_driver_ok" in install["when"]
+    refuse = next(t for t in main if t["name"].startswith("Refuse to install over"))
+    assert "nvidia_driver_preinstalled | bool" in refuse["when"]

@@ -187,3 +187,27 @@ def test_the_unit_gets_the_mechanism_its_version_honours() -> None:
         "OLLAMA_CONTEXT_LENGTH=4096",
     ):
         assert f'Environment="{pinned}"' in new
+
+
+def test_the_unit_accounts_cpu_and_io_for_the_idle_watchdog() -> None:
+    # The watchdog reads ollama.service's cgroup: cpu.stat always exists on cgroup v2, io.stat
+    # only where the io controller is on for the unit (Documentation/admin-guide/cgroup-v2.rst),
+    # and cgroup v1 accounts CPU per unit only with CPUAccounting=yes (systemd.resource-control).
+    source = (ROLE / "templates/ollama.service.j2").read_text()
+    templar = Templar(loader=DataLoader(), variables=role_vars(ansible_managed="managed"))
+    unit = str(templar.template(trust_as_template(source))).splitlines()
+    service = unit[unit.index("[Service]") :]
+    assert "CPUAccounting=yes" in service and "IOAccounting=yes" in service
+    assert "After=network-online.target nvidia-persistenced.service" in unit
+
+
+def test_the_vision_model_limit_of_the_mirror_is_written_down() -> None:
+    # v0.32.15 llm/llama_server.go:692-719 (extraEnvsForStart): for a model with a projector
+    # Ollama raises the fit target by the projector's size + 1 GiB only when
+    # LLAMA_ARG_FIT_TARGET is not inherited; the mirror sets it, so a vision model keeps about
+    # the projector's size more VRAM for layers here than on the PC. No per-model hook exists
+    # (extraEnvs come from ml.GetDevicesEnv only), so it is documented, not corrected.
+    conf = override_conf("0.32.15", 6648)
+    assert "projector" in conf and "text-only models" in conf
+    readme = (ROLE / "README.md").read_text()
+    assert "projector" in readme

@@ -6,8 +6,12 @@ what the machine did since the previous run, decides, journals the decision with
 (stdout goes to the journal) and acts.
 
 Activity (anything else is idle, however many connections are open):
-- inference: a request Ollama finished (its request log, see below) or Ollama's service using
-  CPU (a request, model load or pull in flight; Ollama's log only shows finished requests);
+- inference: a request Ollama finished (its request log, see below), or Ollama's service using
+  CPU or disk since the last run (a request, model load or pull in flight: Ollama's log only
+  shows finished requests). Its control group counts the llama-server runners it starts too.
+  During a GPU generation the runner's CPU thread waits for each token on the GPU, spinning by
+  default (CUDA's cudaDeviceScheduleAuto spins when there are fewer contexts than cores), and
+  the GPU signal below sees it as well; a pull writes what it downloads (disk) with little CPU;
 - GPU utilisation at or above the threshold (nvidia-smi; unreadable = not busy);
 - an interactive terminal that received input (a tty whose access time moved since the last run:
   the kernel stamps it on input, as `w` uses for its IDLE column).
@@ -34,7 +38,11 @@ leaves the VM running and the next run tries again; this program never powers an
 itself before Azure has confirmed.
 
 No probe failure (a hung nvidia-smi, a permission error, an unexpected IMDS reply) ends a run: it
-is journaled and the run goes on, and max_hours is enforced whatever else fails.
+is journaled and the run goes on, and max_hours is enforced whatever else fails: it is checked
+before any other probe runs (a command stuck in the kernel cannot delay it), /proc/uptime may not
+go back within a boot, and a broken config falls back to the defaults (the cloud then comes from
+the firmware). A stop that is due but fails (Azure not confirming, a refused power-off) is
+announced every 30 minutes at "crit" and with wall(1), naming the next backstop.
 
 Standard library only, Python 3.10 compatible (Ubuntu 22.04's system python3). Everything that
 touches the machine (files, commands, clocks, HTTP, sleep) is injected for the unit tests.
@@ -43,6 +51,7 @@ touches the machine (files, commands, clocks, HTTP, sleep) is injected for the u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -64,26 +73,38 @@ ARM = "https://management.azure.com"
 # Virtual Machines - Deallocate (POST .../virtualMachines/{vm}/deallocate): 200 or 202 Accepted.
 ARM_COMPUTE_API = "2024-07-01"
 TCP_ESTABLISHED = "01"
-# The paths of Ollama's API that do model work (inference, embeddings, model transfers):
-# docs/api.md and docs/openai.mdx at the pinned tag. Polls such as /api/ps, /api/tags and
-# /api/version are not use.
-WORK_PATHS = (
-    "/api/generate",
-    "/api/chat",
-    "/api/embed",
-    "/api/embeddings",
-    "/api/pull",
-    "/api/push",
-    "/api/create",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/messages",
+MIB = 1 << 20
+MIN_S = 60.0
+# The routes of Ollama's API that do model work (inference, embeddings, model transfers), as
+# server/routes.go registers them at v0.32.15 (GenerateRoutes, lines 1890-1926). Polls such as
+# /api/ps, /api/tags, /api/version, /api/show and HEAD / are not use. Matched exactly: a scanner
+# or a client retrying POST /api/chatx gets a 404 and is not use either.
+WORK_PATHS = frozenset(
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/audio/transcriptions",
+    }
 )
-# gin's default log line (gin.Default() -> LoggerWithFormatter(defaultLogFormatter)):
+# POST /api/blobs/:digest uploads a model file for `ollama create` (routes.go:1886).
+WORK_PREFIXES = ("/api/blobs/",)
+# gin's default log line (gin.Default() -> Logger() -> defaultLogFormatter, gin v1.10.0 logger.go):
+#   "[GIN] %v |%s %3d %s| %13v | %15s |%s %-7s %s %#v\n%s"
 # [GIN] 2026/08/21 - 10:00:00 | 200 |  1.234567s |       127.0.0.1 | POST     "/api/chat"
+# Colours are off when stdout is not a terminal (journald), but are stripped anyway (gin's
+# ForceConsoleColor, a wrapper that allocates a pty) and the padding may change.
 GIN_LINE = re.compile(r'\[GIN\][^|]*\|\s*(\d{3})\s*\|[^|]*\|[^|]*\|\s*([A-Z]+)\s+"([^"?]*)')
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TERMINALS = re.compile(r"^(pts/\d+|tty\d+|ttyS\d+)$")
 
 
@@ -95,6 +116,10 @@ class Config:
     # Ollama's service CPU, in % of one core averaged since the last run, at or above which
     # work is in flight (an idle server with a model loaded uses ~0).
     ollama_cpu_busy_percent: float = 5
+    # Ollama's service disk I/O (MiB per minute) at or above which it is moving model data: a
+    # pull writes what it downloads, a load reads the file. A slow pull uses too little CPU to
+    # show, and its request is only logged when it ends.
+    ollama_io_busy_mib: float = 8
     cloud: str = "aws"  # "aws" | "azure" | "none" (journal only, never act)
     dry_run: bool = False
     ollama_unit: str = "ollama.service"
@@ -116,10 +141,66 @@ class Config:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-        cfg = cls(**data)
-        if cfg.cloud not in ("aws", "azure", "none"):
-            raise ValueError(f"{path}: cloud {cfg.cloud!r} is not aws, azure or none")
-        return cfg
+        bad = [f"{key}={value!r}" for key, value in data.items() if not _valid(key, value)]
+        if bad:
+            raise ValueError(
+                f"{path}: bad values {', '.join(bad)} (numbers >= 0, idle_minutes and "
+                "max_hours > 0, cloud aws/azure/none, dry_run true/false)"
+            )
+        return cls(**data)
+
+    @classmethod
+    def salvage(cls, path: Path, sys_: System) -> tuple[Config, str]:
+        """The config when `path` is broken: every valid key it still has, defaults for the
+        rest, and the cloud from the machine's firmware if the file does not say. A broken
+        file must not turn the watchdog off: max_hours still stops the VM."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        kept = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and _valid(k, v)}
+        cfg = cls(**kept)
+        how = "from the file"
+        if "cloud" not in kept:
+            cfg.cloud, how = detect_cloud(sys_), "from the firmware (DMI)"
+        return cfg, (
+            f"running with idle_minutes {cfg.idle_minutes:g}, max_hours {cfg.max_hours:g}, "
+            f"cloud {cfg.cloud} ({how})"
+        )
+
+
+def _valid(key: str, value: Any) -> bool:
+    if key == "cloud":
+        return value in ("aws", "azure", "none")
+    default = getattr(Config, key, None)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            return False
+        return value > 0 if key in ("idle_minutes", "max_hours") else True
+    return isinstance(value, type(default))
+
+
+def detect_cloud(sys_: System) -> str:
+    """aws or azure from the firmware's vendor strings (Nitro: "Amazon EC2"; Hyper-V on Azure:
+    "Microsoft Corporation"). Unknown = aws: a plain power-off, which never bills more than
+    running would."""
+    vendor = ""
+    for name in ("sys_vendor", "board_vendor", "chassis_asset_tag"):
+        try:
+            vendor += sys_.read(f"/sys/class/dmi/id/{name}") + " "
+        except OSError:
+            continue
+    # The chassis asset tag is Azure's own mark (cloud-init DataSourceAzure's
+    # AZURE_CHASSIS_ASSET_TAG).
+    if "Microsoft Corporation" in vendor or "7783-7084-3265-9085-8269-3286-77" in vendor:
+        return "azure"
+    return "aws"
 
 
 # --- what the machine is: files, commands, clocks (injected in tests) -----------------------
@@ -129,10 +210,18 @@ class ProbeError(Exception):
     """A probe could not read its signal; the message says why (journaled, never fatal)."""
 
 
+# After SIGKILL, how long to wait for a hung command to exit. A process stuck in the kernel
+# (nvidia-smi in uninterruptible sleep on a driver that lost the GPU) ignores even SIGKILL, and
+# subprocess.run() then waits for it forever (it calls wait() without a timeout after killing):
+# the run would never reach its decision, max_hours included.
+KILL_GRACE_S = 5.0
+
+
 @dataclass
 class System:
     root: Path = Path("/")
     monotonic: Callable[[], float] = time.monotonic
+    popen: Callable[..., Any] = subprocess.Popen
 
     def path(self, absolute: str) -> Path:
         return self.root / absolute.lstrip("/")
@@ -141,10 +230,29 @@ class System:
         return self.path(absolute).read_text(encoding="utf-8", errors="replace")
 
     def run(self, cmd: list[str], timeout: float) -> tuple[int, str]:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, check=False, errors="replace"
+        """(exit status, stdout); TimeoutExpired or ProbeError when it hangs, never blocks longer
+        than timeout + KILL_GRACE_S."""
+        proc = self.popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
         )
-        return proc.returncode, proc.stdout
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                raise ProbeError(
+                    f"{cmd[0]} hung ({timeout:g} s) and did not exit on SIGKILL (stuck in the "
+                    "kernel): abandoned"
+                ) from None
+            raise subprocess.TimeoutExpired(cmd, timeout) from None
+        return proc.returncode, out or ""
 
 
 def _probe(what: str, fn: Callable[[], Any]) -> tuple[Any, str]:
@@ -178,6 +286,21 @@ class RequestLog:
     cursor: str | None
 
 
+def is_work(message: str) -> bool:
+    """A gin request line for a work route that the server did not refuse as a client error.
+
+    A 4xx (unknown model, bad request, wrong method) did no model work: a client retrying one
+    in a loop must not keep the VM awake. A 5xx may end a long generation: it counts.
+    """
+    m = GIN_LINE.search(ANSI.sub("", message))
+    if not m:
+        return False
+    status, path = int(m.group(1)), m.group(3)
+    if 400 <= status < 500:
+        return False
+    return path in WORK_PATHS or path.startswith(WORK_PREFIXES)
+
+
 def parse_journal(lines: str, cursor: str | None) -> RequestLog:
     """journalctl -o json output of Ollama's unit -> the last finished work request."""
     last: float | None = None
@@ -197,8 +320,7 @@ def parse_journal(lines: str, cursor: str | None) -> RequestLog:
             )
         if not isinstance(message, str):
             continue
-        m = GIN_LINE.search(message)
-        if not m or not m.group(3).startswith(WORK_PATHS):
+        if not is_work(message):
             continue
         try:
             stamp = int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
@@ -220,28 +342,70 @@ def read_request_log(sys_: System, cfg: Config, cursor: str | None) -> RequestLo
     return parse_journal(out, cursor)
 
 
-def read_service_cpu_usec(sys_: System, cfg: Config) -> int:
-    """CPU time used by Ollama's service (all its processes, runners included), microseconds."""
+@dataclass
+class ServiceUsage:
+    """What Ollama's service (all its processes: `ollama serve` and the llama-server runners it
+    starts, which systemd keeps in the unit's control group) has used since it started."""
+
+    invocation: str  # systemd's InvocationID: a restart starts new counters
+    cpu_usec: int
+    io_bytes: int | None  # read + written to disk (io.stat); None = no I/O accounting
+
+
+def _cgroup_v2_usage(directory: Path) -> tuple[int, int | None]:
+    # Documentation/admin-guide/cgroup-v2.rst: cpu.stat "exists whether the controller is
+    # enabled or not" and reports usage_usec for the whole group; io.stat lines are
+    # "MAJ:MIN rbytes=.. wbytes=.. rios=.. ..." and exist where the io controller is enabled
+    # (IOAccounting=yes on the unit).
+    cpu = None
+    for line in (directory / "cpu.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            cpu = int(value)
+    if cpu is None:
+        raise ProbeError(f"{directory}/cpu.stat has no usage_usec")
+    io_stat = directory / "io.stat"
+    if not io_stat.exists():
+        return cpu, None
+    total = 0
+    for line in io_stat.read_text().splitlines():
+        for item in line.split()[1:]:
+            key, _, value = item.partition("=")
+            if key in ("rbytes", "wbytes") and value.isdigit():
+                total += int(value)
+    return cpu, total
+
+
+def read_service_usage(sys_: System, cfg: Config) -> ServiceUsage:
     rc, out = sys_.run(
-        ["systemctl", "show", "-p", "ControlGroup", "--value", cfg.ollama_unit],
+        ["systemctl", "show", "-p", "ControlGroup", "-p", "InvocationID", cfg.ollama_unit],
         cfg.probe_timeout_s,
     )
-    group = out.strip()
+    props = {k: v.strip() for k, _, v in (line.partition("=") for line in out.splitlines())}
+    group = props.get("ControlGroup", "")
     if rc != 0 or not group.startswith("/"):
         raise ProbeError(f"{cfg.ollama_unit} has no control group (not running?)")
-    v2 = sys_.path(f"/sys/fs/cgroup{group}/cpu.stat")
-    if v2.exists():
-        for line in v2.read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                return int(value)
-        raise ProbeError(f"{v2} has no usage_usec")
-    v1 = sys_.path(f"/sys/fs/cgroup/cpu,cpuacct{group}/cpuacct.usage")
-    return int(v1.read_text().split()[0]) // 1000
+    invocation = props.get("InvocationID", "")
+    # cgroup v2, mounted at /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid).
+    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        directory = sys_.path(f"{base}{group}")
+        if (directory / "cpu.stat").exists():
+            cpu, io = _cgroup_v2_usage(directory)
+            return ServiceUsage(invocation, cpu, io)
+    # cgroup v1: cpuacct.usage in nanoseconds, where the unit has CPU accounting.
+    for controller in ("cpu,cpuacct", "cpuacct,cpu", "cpuacct"):
+        usage = sys_.path(f"/sys/fs/cgroup/{controller}{group}/cpuacct.usage")
+        if usage.exists():
+            return ServiceUsage(invocation, int(usage.read_text().split()[0]) // 1000, None)
+    raise ProbeError(f"no CPU accounting for {group} (cgroup v1 without CPUAccounting=yes?)")
 
 
 def gpu_utilisation(sys_: System, cfg: Config) -> float:
-    """Highest utilisation over the GPUs; ProbeError when there is none or it is unreadable."""
+    """Highest utilisation over the GPUs; ProbeError when there is none or it is unreadable.
+
+    Strict: a line that is not a percentage (an NVML error such as "NVML library version:
+    580.95" printed with exit status 0) must not read as a busy GPU that never idles.
+    """
     try:
         rc, out = sys_.run(
             ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
@@ -249,9 +413,22 @@ def gpu_utilisation(sys_: System, cfg: Config) -> float:
         )
     except FileNotFoundError as exc:
         raise ProbeError("no nvidia-smi, GPU not considered") from exc
-    values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
-    if rc != 0 or not values:
+    if rc != 0:
         raise ProbeError(f"nvidia-smi failed (rc {rc}), GPU not considered")
+    values = []
+    for line in out.splitlines():
+        text = line.strip()
+        if not text or (text.startswith("[") and text.endswith("]")):  # [N/A], [Not Supported]
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 100:
+            raise ProbeError(f"nvidia-smi said {text[:60]!r}: not a utilisation, GPU ignored")
+        values.append(value)
+    if not values:
+        raise ProbeError("nvidia-smi reported no utilisation, GPU not considered")
     return max(values)
 
 
@@ -307,8 +484,16 @@ class State:
     last_activity_mono: float | None = None
     last_activity_why: str = ""
     journal_cursor: str | None = None
+    cpu_invocation: str = ""
     cpu_usec: int | None = None
     cpu_mono: float | None = None
+    io_bytes: int | None = None
+    # /proc/uptime as last read, and when (monotonic): it never goes back within a boot.
+    uptime_s: float | None = None
+    uptime_mono: float | None = None
+    # Since when a stop is due but Azure has not confirmed the deallocation, and the last alert.
+    stop_failing_since_mono: float | None = None
+    alerted_mono: float | None = None
     terminals: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -340,6 +525,7 @@ class Observation:
     uptime_s: float
     last_request_mono: float | None = None  # last finished work request (Ollama's log)
     ollama_cpu_percent: float | None = None  # since the previous run; None = unknown
+    ollama_io_mib_per_min: float | None = None  # disk I/O since the previous run; None = unknown
     gpu_percent: float | None = None  # None = no GPU or unreadable
     terminal_input: tuple[str, ...] = ()  # terminals with input since the previous run
     ssh_connections: int = 0
@@ -359,6 +545,9 @@ def activity_now(obs: Observation, cfg: Config) -> list[str]:
     out = []
     if obs.ollama_cpu_percent is not None and obs.ollama_cpu_percent >= cfg.ollama_cpu_busy_percent:
         out.append(f"Ollama working (CPU {obs.ollama_cpu_percent:.0f}% of a core)")
+    io = obs.ollama_io_mib_per_min
+    if io is not None and io >= cfg.ollama_io_busy_mib:
+        out.append(f"Ollama moving model data ({io:.0f} MiB/min on disk)")
     if obs.gpu_percent is not None and obs.gpu_percent >= cfg.gpu_idle_percent:
         out.append(f"GPU {obs.gpu_percent:g}% >= {cfg.gpu_idle_percent:g}%")
     if obs.terminal_input:
@@ -408,14 +597,41 @@ def decide(obs: Observation, state: State, cfg: Config) -> Decision:
     return Decision("none", [idle, last, up, *notes], idle_for)
 
 
+def steady_uptime(state: State, raw: float, now: float, notes: list[str]) -> float:
+    """/proc/uptime, never less than the last reading plus the monotonic time since.
+
+    Uptime (CLOCK_BOOTTIME) runs at least as fast as CLOCK_MONOTONIC; a reading that went back
+    (a guest restored from a memory snapshot, a container's virtualised /proc) must not push
+    max_hours away. It does run ahead of the monotonic clock across a suspend or hibernation:
+    the time asleep counts towards max_hours, which only stops sooner.
+    """
+    uptime = raw
+    if state.uptime_s is not None and state.uptime_mono is not None and now >= state.uptime_mono:
+        floor = state.uptime_s + (now - state.uptime_mono)
+        if raw < floor:
+            if raw < floor - MIN_S:
+                notes.append(
+                    f"/proc/uptime went back to {raw / 3600:.2f} h: counting from the earlier "
+                    f"reading ({floor / 3600:.2f} h)"
+                )
+            uptime = floor
+    state.uptime_s, state.uptime_mono = uptime, now
+    return uptime
+
+
 def observe(sys_: System, cfg: Config, state: State) -> Observation:
     """Read every signal; a failing probe adds a note and leaves its signal unknown."""
     notes: list[str] = []
     now = sys_.monotonic()
-    uptime, note = _probe("uptime", lambda: read_uptime(sys_))
-    if uptime is None:
+    raw, note = _probe("uptime", lambda: read_uptime(sys_))
+    if raw is None:
         notes.append(f"{note}; using the monotonic clock")
-        uptime = now
+        raw = now
+    uptime = steady_uptime(state, raw, now, notes)
+    if uptime >= cfg.max_hours * 3600:
+        # Decided already: no probe (a hung nvidia-smi, a stuck journal) may delay the stop.
+        notes.append("max_hours reached: other signals not read")
+        return Observation(now_mono=now, uptime_s=uptime, notes=tuple(notes))
 
     log, note = _probe(
         "Ollama request log", lambda: read_request_log(sys_, cfg, state.journal_cursor)
@@ -423,21 +639,35 @@ def observe(sys_: System, cfg: Config, state: State) -> Observation:
     if log is None:
         notes.append(note)
         last_request = None
+        # A cursor journalctl cannot seek to (state damaged, journal rotated or vacuumed in a
+        # way it cannot place) would fail every run: start over from this boot's latest lines.
+        state.journal_cursor = None
     else:
         state.journal_cursor = log.cursor
         last_request = log.last_work_mono
 
-    cpu_percent = None
-    usec, note = _probe("Ollama CPU", lambda: read_service_cpu_usec(sys_, cfg))
-    if usec is None:
+    cpu_percent = io_mib_per_min = None
+    usage, note = _probe("Ollama CPU", lambda: read_service_usage(sys_, cfg))
+    if usage is None:
         notes.append(note)
-        state.cpu_usec = state.cpu_mono = None
+        state.cpu_usec = state.cpu_mono = state.io_bytes = None
     else:
-        if state.cpu_usec is not None and state.cpu_mono is not None and now > state.cpu_mono:
-            delta = usec - state.cpu_usec
-            if delta >= 0:  # a restarted service starts a new count
-                cpu_percent = delta / 1e6 / (now - state.cpu_mono) * 100
-        state.cpu_usec, state.cpu_mono = usec, now
+        same = state.cpu_invocation == usage.invocation and state.cpu_mono is not None
+        if same and state.cpu_mono is not None and now > state.cpu_mono:
+            elapsed = now - state.cpu_mono
+            if state.cpu_usec is not None and usage.cpu_usec >= state.cpu_usec:
+                cpu_percent = (usage.cpu_usec - state.cpu_usec) / 1e6 / elapsed * 100
+            io_then, io_now = state.io_bytes, usage.io_bytes
+            if io_then is not None and io_now is not None and io_now >= io_then:
+                io_mib_per_min = (io_now - io_then) / MIB / elapsed * 60
+        elif state.cpu_invocation and state.cpu_invocation != usage.invocation:
+            notes.append(f"{cfg.ollama_unit} restarted: its counters start again")
+        state.cpu_invocation, state.cpu_usec, state.cpu_mono = (
+            usage.invocation,
+            usage.cpu_usec,
+            now,
+        )
+        state.io_bytes = usage.io_bytes
 
     gpu, note = _probe("GPU", lambda: gpu_utilisation(sys_, cfg))
     if note:
@@ -461,6 +691,7 @@ def observe(sys_: System, cfg: Config, state: State) -> Observation:
         uptime_s=uptime,
         last_request_mono=last_request,
         ollama_cpu_percent=cpu_percent,
+        ollama_io_mib_per_min=io_mib_per_min,
         gpu_percent=gpu,
         terminal_input=tuple(typed),
         ssh_connections=ssh or 0,
@@ -541,14 +772,29 @@ class Actor:
                 )
                 return ["deallocate-failed"]
             done.append("deallocated")
+        # AWS: the instance's shutdown behaviour is stop (cdk/rehearsal_stack.py sets
+        # InstanceInitiatedShutdownBehavior STOP), so an OS power-off stops the instance and its
+        # compute billing. Azure: the deallocation above already stopped the billing.
         try:
-            rc, _ = self.run(["systemctl", "poweroff"])
+            rc, out = self.run(["systemctl", "poweroff"])
         except Exception as exc:  # journaled, never raised
             self.log("poweroff-failed", level=3, error=f"{type(exc).__name__}: {exc}")
+            return [*done, "poweroff-failed"]
+        if rc != 0:
+            # Refused (a shutdown inhibitor, systemd busy): the next run, a minute on, retries.
+            self.log("poweroff-failed", level=3, rc=rc, output=out[-300:], next="retry in 1 min")
             return [*done, "poweroff-failed"]
         self.log("poweroff", rc=rc)
         done.append("poweroff")
         return done
+
+    def alert(self, message: str) -> None:
+        """Tell everyone logged in (wall) and journal it at "crit": the VM keeps billing."""
+        self.log("still-billing", level=2, message=message)
+        try:
+            self.run(["wall", f"rehearsal-watchdog: {message}"])
+        except Exception as exc:  # best effort
+            self.log("wall-failed", level=4, error=f"{type(exc).__name__}: {exc}")
 
     # Azure: token and VM from IMDS, POST deallocate, then the operation's status URL.
 
@@ -647,6 +893,9 @@ class Actor:
         last = "no answer yet"
         instance_view = False  # reading the operation is forbidden: watch the VM's power state
         auth = {"Authorization": f"Bearer {token}"}
+        # IMDS hands out a cached token that may expire while we poll (it is renewed only
+        # shortly before its expiry): a 401 means "get a new token", not "forbidden".
+        refreshes = 0
         while True:
             if self.monotonic() + wait > deadline:
                 raise DeallocateFailed(
@@ -662,6 +911,12 @@ class Actor:
                 continue
             wait = _retry_after(headers, self.cfg.deallocate_poll_interval_s)
             data = _json(body)
+            if status == 401 and refreshes < 3:
+                refreshes += 1
+                auth = {"Authorization": f"Bearer {self._token()}"}
+                self.log("token-refreshed", level=5, why="HTTP 401 while polling")
+                last, wait = "HTTP 401 (token expired)", 0.0
+                continue
             if instance_view:
                 if status == 200 and isinstance(data, dict):
                     codes = [
@@ -742,11 +997,47 @@ def run_once(
         dry_run=cfg.dry_run,
         cloud=cfg.cloud,
     )
-    if decision.action == "stop":
-        decision.acted = actor.stop(decision.reasons)
-        if "deallocate-failed" in decision.acted:
-            decision.acted.append("kept-running")
+    if decision.action != "stop":
+        state.stop_failing_since_mono = state.alerted_mono = None
+        return decision
+    decision.acted = actor.stop(decision.reasons)
+    if "deallocate-failed" in decision.acted or "poweroff-failed" in decision.acted:
+        decision.acted.append("kept-running")
+        escalate(obs.now_mono, state, cfg, actor, decision)
+        with contextlib.suppress(OSError):  # journaled above if it failed; the alert went out
+            state.save(state_path)
     return decision
+
+
+# How often a stop that keeps failing is announced at "crit" and on every terminal.
+ALERT_EVERY_S = 30 * 60
+
+
+def escalate(now: float, state: State, cfg: Config, actor: Actor, decision: Decision) -> None:
+    """A stop is due and did not happen: the VM keeps billing. Say so loudly and say what stops
+    it then. The next run (1 min) tries again regardless."""
+    if state.stop_failing_since_mono is None or state.stop_failing_since_mono > now:
+        state.stop_failing_since_mono = now
+    if state.alerted_mono is not None and now - state.alerted_mono < ALERT_EVERY_S:
+        return
+    state.alerted_mono = now
+    failing = (now - state.stop_failing_since_mono) / 60
+    if cfg.cloud == "azure":
+        what = (
+            "Azure has not confirmed the deallocation, so the VM is left running (an OS "
+            "shutdown would leave it Stopped and still billing). Next stops: this watchdog "
+            "every minute, the VM's auto-shutdown schedule (shutdown-computevm-<vm>), or "
+            "deallocate it yourself (portal, `az vm deallocate`, `python -m rig destroy azure`)"
+        )
+    else:
+        what = (
+            "the OS power-off was refused. Next stops: this watchdog every minute, the "
+            "CloudWatch low-CPU alarm and the max-hours schedule, or `sudo systemctl poweroff`"
+        )
+    actor.alert(
+        f"STILL BILLING — a stop has been due for {failing:.0f} min "
+        f"({decision.reasons[0] if decision.reasons else 'stop'}): {what}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -759,8 +1050,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = Config.load(args.config)
     except (OSError, ValueError, TypeError) as exc:
-        journal("config-error", level=3, error=str(exc))
-        return 2
+        if args.check_config:
+            journal("config-error", level=3, error=str(exc))
+            return 2
+        cfg, how = Config.salvage(args.config, System())
+        journal("config-error", level=2, error=str(exc), next=how)
     if args.check_config:
         return 0
     cfg.dry_run = cfg.dry_run or args.dry_run
