@@ -1018,7 +1018,7 @@ def test_real_commands_time_out_even_when_a_grandchild_holds_the_pipe() -> None:
     assert system.run(["sh", "-c", "echo 42"], 5) == (0, "42\n")
     with pytest.raises(subprocess.TimeoutExpired):
         # the shell is killed; its background child keeps stdout open
-        system.run(["sh", "-c", "sleep 30 & sleep 30"], 0.5)
+        system.run(["sh", "-c", "sleep 5 & sleep 5"], 0.5)
 
 
 def test_a_slow_pull_moves_data_without_cpu_and_keeps_the_vm(tmp_path: Path) -> None:
@@ -1198,3 +1198,20 @@ def test_the_roles_settings_render_to_a_config_the_watchdog_accepts(tmp_path: Pa
     cfg = wd.Config.load(path)
     assert set(json.loads(path.read_text())) == set(wd.Config.__dataclass_fields__)
     assert (cfg.ollama_io_busy_mib, cfg.ollama_cpu_busy_percent, cfg.cloud) == (8, 5, "aws")
+
+
+def test_azure_deallocated_but_poweroff_refused_is_not_called_billing(tmp_path: Path) -> None:
+    vm = azure_vm(tmp_path)
+    arm = Azure(post=[(200, {})])
+
+    def refuse(cmd: list[str]) -> tuple[int, str]:
+        vm.commands.append(cmd)
+        return (1, "") if cmd[0] == "systemctl" else (0, "")
+
+    actor = wd.Actor(
+        vm.cfg, vm.journal_fn, http=arm, run=refuse, sleep=vm.sleep, monotonic=lambda: vm.mono
+    )
+    vm.sync()
+    decision = wd.run_once(vm.cfg, FakeSystem(vm), tmp_path / "state.json", actor)
+    assert decision.acted == ["deallocated", "poweroff-failed"]
+    assert not vm.events("still-billing")  # ARM confirmed: Azure stops the guest itself

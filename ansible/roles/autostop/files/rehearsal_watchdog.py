@@ -1001,7 +1001,8 @@ def run_once(
         state.stop_failing_since_mono = state.alerted_mono = None
         return decision
     decision.acted = actor.stop(decision.reasons)
-    if "deallocate-failed" in decision.acted or "poweroff-failed" in decision.acted:
+    failed = {"deallocate-failed", "poweroff-failed"} & set(decision.acted)
+    if failed and "deallocated" not in decision.acted:  # deallocated: billing already stopped
         decision.acted.append("kept-running")
         escalate(obs.now_mono, state, cfg, actor, decision)
         with contextlib.suppress(OSError):  # journaled above if it failed; the alert went out
