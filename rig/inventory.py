@@ -1,7 +1,9 @@
 """The Ansible inventory, generated from the state files (never a hand-edited hosts file).
 
 Each `.state/<target>.json` becomes one host; the profile and the catalog supply the role
-variables (autostop rule, models, VRAM mirroring, what nvidia-smi must show).
+variables (autostop rule, models, the planned card to mirror, what nvidia-smi must show). The
+VRAM reserve itself is computed on the VM from its own nvidia-smi (the ollama role): only the
+planned card's usable MiB travels from here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,30 @@ from rig.catalog import Catalog, load_catalog
 from rig.profile import Profile
 from rig.state import STATE_DIR, VmState
 
-GIB = 1024**3  # "16 GB" of GDDR is 16 GiB of chips; nvidia-smi reports MiB
+MIB = 1024**2
 
 
-def gpu_overhead_bytes(card_vram_gb: float, pc_vram_gb: float) -> int:
-    """VRAM to hold back so the cloud card schedules layers like the planned PC's card.
+def pc_default_context(pc_usable_mib: int) -> int:
+    """The context length the PC's Ollama uses when a request names none.
 
-    Marketed VRAM sizes are binary (a 24 GB A10G has 24 GiB of memory), so GiB it is.
+    Ollama picks it from the total VRAM (server/routes.go:2047-2057 at v0.32.15): 262144 from
+    47 GiB, 32768 from 23 GiB, else 4096. Pinned on the VM (OLLAMA_CONTEXT_LENGTH), so a 24 GB
+    cloud card does not default to 32k while the 16 GB PC would use 4k.
     """
-    return max(0, round((card_vram_gb - pc_vram_gb) * GIB))
+    total = pc_usable_mib * MIB
+    if total >= 47 * 1024 * MIB:
+        return 262144
+    if total >= 23 * 1024 * MIB:
+        return 32768
+    return 4096
+
+
+def gpu_check_model(models: list[str], cat: Catalog) -> str:
+    """The model the role loads to check that Ollama runs on the GPU: the smallest known one."""
+    known = [m for m in models if m in cat.models]
+    if not known:
+        return models[0] if models else ""
+    return min(known, key=lambda m: cat.models[m].download_gb)
 
 
 def image_of(state: VmState, profile: Profile) -> str:
@@ -55,7 +72,11 @@ def host_vars(
         "nvidia_driver_expected_gpu": state.gpu.upper() if card else "",
         "nvidia_driver_expected_vram_gb": card.vram_gb if card else 0,
         "ollama_models": list(profile.bench.models),
-        "ollama_gpu_overhead_bytes": gpu_overhead_bytes(card.vram_gb, pc.vram_gb) if card else 0,
+        "ollama_gpu_check_model": gpu_check_model(list(profile.bench.models), cat),
+        # The planned card as nvidia-smi reports it; the VM subtracts it from its own GPU's.
+        "ollama_pc_usable_mib": pc.usable_mib,
+        "ollama_pc_gpu_name": pc.name,
+        "ollama_context_length": pc_default_context(pc.usable_mib),
         "autostop_cloud": state.cloud,
         "autostop_idle_minutes": profile.autostop.idle_minutes,
         "autostop_max_hours": profile.autostop.max_hours,

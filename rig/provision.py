@@ -106,8 +106,11 @@ def run_playbook(
     extra_vars: dict[str, Any] | None = None,
     console: Console | None = None,
     timeout_s: float = 3600,
+    *,
+    tags: list[str] | None = None,
+    check: bool = False,
 ) -> PlaybookRun:
-    """Run site.yml, echoing its log line by line (model pulls take minutes)."""
+    """Run site.yml, echoing its log line by line (model pulls print their progress)."""
     env = dict(os.environ)
     env.update(
         ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
@@ -120,6 +123,10 @@ def run_playbook(
         cmd += ["--limit", ",".join(limit)]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
+    if tags:
+        cmd += ["--tags", ",".join(tags)]
+    if check:
+        cmd += ["--check"]  # a dry run: works on a fresh VM too
     out: list[str] = []
     with subprocess.Popen(
         cmd,
@@ -147,13 +154,20 @@ def provision(
     *,
     extra_vars: dict[str, Any] | None = None,
     state_dir: Path = STATE_DIR,
-) -> None:
-    """Converge one VM; on success set state.provisioned and rewrite its state file."""
+    tags: list[str] | None = None,
+    check: bool = False,
+) -> PlaybookRun:
+    """Converge one VM; on success set state.provisioned and rewrite its state file.
+
+    `check` is a dry run (ansible-playbook --check): nothing changes, the state file included.
+    """
     from rig.inventory import write_inventory  # keeps `python -m rig --help` light
 
     inventory = write_inventory([state], profile, state_dir)
-    console.print(f"provision {state.name}: ansible-playbook {PLAYBOOK.relative_to(ROOT)}")
-    run = run_playbook(inventory, [state.name], extra_vars, console)
+    how = " --check" if check else ""
+    how += f" --tags {','.join(tags)}" if tags else ""
+    console.print(f"provision {state.name}: ansible-playbook {PLAYBOOK.relative_to(ROOT)}{how}")
+    run = run_playbook(inventory, [state.name], extra_vars, console, tags=tags, check=check)
     stats = run.recap.get(state.name)
     if stats is None or stats["unreachable"]:
         raise CommandError(
@@ -166,12 +180,19 @@ def provision(
             f"provision {state.name}: {failure_line(run.output)} — fix that, then rerun "
             f"python -m rig provision {state.name}"
         )
-    state.provisioned = True
-    write(state, state_dir)
+    if check:
+        console.print(
+            f"provision {state.name}: dry run done ({stats['changed']} would change)", markup=False
+        )
+        return run
+    if not tags:  # a partial run does not make a VM ready
+        state.provisioned = True
+        write(state, state_dir)
     console.print(
         f"provision {state.name}: ready ({stats['changed']} changed, {stats['ok']} ok)",
         markup=False,
     )
+    return run
 
 
 def cmd_provision(args: argparse.Namespace, console: Console) -> int:
@@ -184,8 +205,9 @@ def cmd_provision(args: argparse.Namespace, console: Console) -> int:
             f"provision: no target {args.target!r} in {args.state_dir}/ (deployed: {deployed}) "
             "— deploy first (make deploy-aws / make deploy-azure) or see make status"
         )
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
     for state in chosen:
-        provision(state, profile, console, state_dir=args.state_dir)
+        provision(state, profile, console, state_dir=args.state_dir, tags=tags, check=args.check)
     return 0
 
 
@@ -197,4 +219,12 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("target", help="a target from .state/ (see make status), or 'all'")
     parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    parser.add_argument(
+        "--check", action="store_true", help="dry run: show what would change, change nothing"
+    )
+    parser.add_argument(
+        "--tags",
+        default="",
+        help="only these roles: nvidia_driver, ollama, ollama_models (pulls + GPU check), autostop",
+    )
     parser.set_defaults(func=cmd_provision)

@@ -11,14 +11,13 @@ from rich.console import Console
 
 from rig.catalog import load_catalog
 from rig.cli import main
-from rig.inventory import gpu_overhead_bytes, inventory, write_inventory
+from rig.inventory import gpu_check_model, inventory, pc_default_context, write_inventory
 from rig.problems import CommandError
 from rig.profile import Profile, load_profile
 from rig.provision import failure_line, parse_recap, provision
 from rig.state import Price, VmState, write
 
 ROOT = Path(__file__).resolve().parent.parent
-GIB = 1024**3
 
 
 def vm(name: str, cloud: str, gpu: str, **extra: object) -> VmState:
@@ -39,10 +38,20 @@ def vm(name: str, cloud: str, gpu: str, **extra: object) -> VmState:
     )
 
 
-def test_gpu_overhead_mirrors_the_planned_card() -> None:
-    assert gpu_overhead_bytes(24, 16) == 8 * GIB
-    assert gpu_overhead_bytes(16, 16) == 0
-    assert gpu_overhead_bytes(16, 24) == 0  # a smaller card cannot be made bigger
+def test_pc_default_context_follows_ollamas_vram_tiers() -> None:
+    # ollama server/routes.go:2047-2057 at v0.32.15: >= 47 GiB 262144, >= 23 GiB 32768, else 4096
+    assert pc_default_context(16380) == 4096  # RTX 4060 Ti 16GB
+    assert pc_default_context(23 * 1024) == 32768
+    assert pc_default_context(23028) == 4096  # an A10G is just under 23 GiB
+    assert pc_default_context(24564) == 32768  # RTX 4090
+    assert pc_default_context(81920) == 262144
+
+
+def test_gpu_check_model_is_the_smallest_catalog_model() -> None:
+    cat = load_catalog()
+    assert gpu_check_model(["llama3:8b", "phi3:mini", "phi3:medium"], cat) == "phi3:mini"
+    assert gpu_check_model(["my/own:model"], cat) == "my/own:model"
+    assert gpu_check_model([], cat) == ""
 
 
 def test_inventory_from_state_files(tmp_path: Path) -> None:
@@ -53,7 +62,10 @@ def test_inventory_from_state_files(tmp_path: Path) -> None:
     assert inv["all"]["children"]["aws"]["hosts"] == {"aws-g5.xlarge": {}}
     assert aws["ansible_host"] == "203.0.113.7" and aws["ansible_port"] == 22
     assert aws["ansible_user"] == "ubuntu"
-    assert aws["ollama_gpu_overhead_bytes"] == 8 * GIB
+    # The reserve is measured on the VM; only the planned card's usable MiB is passed.
+    assert "ollama_gpu_overhead_bytes" not in aws
+    assert aws["ollama_pc_usable_mib"] == load_catalog().gpus[profile.pc.gpu].usable_mib == 16380
+    assert aws["ollama_context_length"] == 4096 and aws["ollama_gpu_check_model"] == "phi3:mini"
     assert aws["nvidia_driver_preinstalled"] is True  # profile: dlami-ubuntu-22.04
     assert (
         aws["nvidia_driver_expected_gpu"] == "A10G" and aws["nvidia_driver_expected_vram_gb"] == 24
@@ -65,7 +77,7 @@ def test_inventory_from_state_files(tmp_path: Path) -> None:
         4,
     )
     assert azure["autostop_cloud"] == "azure" and azure["ansible_port"] == 2222
-    assert azure["nvidia_driver_preinstalled"] is False and azure["ollama_gpu_overhead_bytes"] == 0
+    assert azure["nvidia_driver_preinstalled"] is False and azure["ollama_pc_usable_mib"] == 16380
     assert (
         f"UserKnownHostsFile={tmp_path.resolve()}/azure-nc8.known_hosts"
         in (azure["ansible_ssh_common_args"])
