@@ -120,8 +120,8 @@ test: lint engine cdk-cli ## Lint, then run the whole test suite (pytest; builds
 bench: setup-bench ## Bench every target (the local CPU demo when nothing is deployed), then report (YES=1: no question)
 	$(PY) -m bench run --build-engine $(if $(YES),--yes)
 
-plan: setup-bench ## The planned PC and every cloud stand-in side by side, differences flagged
-	$(PY) -m rig plan
+plan: setup-bench ## The planned PC and every cloud stand-in side by side, differences flagged (ARGS=--json)
+	$(PY) -m rig plan $(ARGS)
 
 synth-aws: setup-aws cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag checks them)
 	$(PY) -m rig synth-aws
@@ -131,9 +131,9 @@ deploy-aws: setup-aws cdk-cli ## AWS spot GPU VM(s): preflight + cost, cdk deplo
 
 # destroy needs Python only: AWS is removed with boto3 (no Node.js, no CDK CLI); a cloud whose
 # extra is missing and that has nothing recorded is skipped, so an Azure-only setup can destroy.
+# `rig destroy all` runs both clouds whatever the first one does, with one exit status.
 destroy: setup-bench ## Destroy every deployed VM on both clouds, verified (exit 1 with a list if not)
-	@rc=0; $(PY) -m rig destroy aws || rc=1; \
-	$(PY) -m rig destroy azure || rc=1; exit $$rc
+	$(PY) -m rig destroy all
 
 deploy-azure: setup-azure ## Azure spot GPU VM(s): preflight + worst case, pulumi up, SSH, Ansible (YES=1: no question)
 	$(PY) -m rig deploy azure $(if $(YES),--yes)
@@ -144,14 +144,14 @@ provision: setup-provision ## Ansible on deployed VMs: driver, Ollama + models, 
 test-rootfs: ## Pre-build the cached Debian 12 rootfs the Ansible converge test boots (root; ~3 min once)
 	cd tests/fixtures/ansible && $(abspath $(PY)) -c 'import nspawn; print(nspawn.build_rootfs())'
 
-status: setup-bench ## What is deployed, since when, $ so far, time until auto-stop
-	$(PY) -m rig status
+status: setup-bench ## What is deployed, since when, $ so far, time until auto-stop (ARGS=--json)
+	$(PY) -m rig status $(ARGS)
 
-check: setup-bench ## Validate rig.toml and print the resolved profile
-	$(PY) -m rig check
+check: setup-bench ## Validate rig.toml and print the resolved profile (ARGS=--json)
+	$(PY) -m rig check $(ARGS)
 
-compare: setup-bench ## The planned PC's GPU vs the cloud stand-ins, with $/h and sources
-	$(PY) -m rig catalog
+compare: setup-bench ## The planned PC's GPU vs the cloud stand-ins, with $/h and sources (ARGS=--json)
+	$(PY) -m rig catalog $(ARGS)
 
 clean: ## Remove .venv, the engine and caches (never touches .state/ or results/)
 	rm -rf $(VENV) $(ENGINE) .pytest_cache .ruff_cache *.egg-info

@@ -38,9 +38,10 @@ from bench.targets import (
 )
 from bench.workload import WORKLOAD_DIR
 from rig.catalog import load_catalog
+from rig.clihelp import HelpFormatter, use_formatter
 from rig.problems import ProfileError
-from rig.profile import DEFAULT_PROFILE, BenchSection, load_profile
-from rig.version import version_line
+from rig.profile import DEFAULT_PROFILE, REPETITIONS_RANGE, BenchSection, Profile, load_profile
+from rig.version import BENCH, version_line
 
 EXIT_BAD_INPUT = 2
 DEMO_REPETITIONS = 2
@@ -64,14 +65,30 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--backend",
         choices=("ollama", "openai"),
         default="ollama",
-        help="backend for --target URLs without @backend (default: ollama)",
+        help="backend for --target URLs without @backend",
     )
-    run.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    run.add_argument("--state-dir", type=Path, default=Path(".state"))
-    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help=f"profile to read (default: {DEFAULT_PROFILE}, or the built-in defaults where there "
+        "is none); a PATH given here must exist",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".state"),
+        help="where the deploys' state files are (each deployed VM is a target)",
+    )
+    run.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="where runs are written"
+    )
     run.add_argument("--models", nargs="+", help="override bench.models")
     run.add_argument("--workloads", nargs="+", help="override bench.workloads")
-    run.add_argument("--repetitions", type=int, help="override bench.repetitions")
+    low, high = REPETITIONS_RANGE
+    run.add_argument(
+        "--repetitions", type=int, help=f"override bench.repetitions ({low} to {high})"
+    )
     run.add_argument("--quick", action="store_true", help="one case per workload, short answers")
     run.add_argument("--max-ctx", type=int, help="skip cases needing a larger context")
     run.add_argument(
@@ -120,23 +137,32 @@ def _limits(args: argparse.Namespace, bench: BenchSection | None) -> StreamLimit
     return StreamLimits(float(idle), float(deadline))
 
 
-def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict, StreamLimits]:
+def _profile(config: Path | None) -> Profile:
+    """The profile --config names (it must exist), else ./rig.toml, else the built-in defaults
+    (the same as an empty rig.toml)."""
     try:
-        profile = load_profile(args.config) if args.config.exists() else None
+        if config is not None:
+            return load_profile(config)
+        return load_profile(DEFAULT_PROFILE) if DEFAULT_PROFILE.exists() else Profile()
     except ProfileError as exc:
         raise UsageError("\n".join(exc.lines())) from None
-    bench = profile.bench if profile else None
-    workloads = args.workloads or (bench.workloads if bench else ["chat-en"])
+
+
+def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict, StreamLimits]:
+    profile = _profile(args.config)
+    bench = profile.bench
+    workloads = args.workloads or bench.workloads
     known = sorted(p.stem for p in WORKLOAD_DIR.glob("*.toml"))
     for w in workloads:
         if w not in known:
             raise UsageError(f"--workloads: {w!r} is not a workload — use: {', '.join(known)}")
-    reps = args.repetitions if args.repetitions is not None else (bench.repetitions if bench else 3)
-    if not 1 <= reps <= 50:
-        raise UsageError(f"--repetitions: {reps} — use 1 to 50")
+    reps = args.repetitions if args.repetitions is not None else bench.repetitions
+    low, high = REPETITIONS_RANGE
+    if not low <= reps <= high:
+        raise UsageError(f"--repetitions: {reps} — use {low} to {high}, e.g. --repetitions 3")
     if args.max_ctx is not None and args.max_ctx < 512:
         raise UsageError(f"--max-ctx: {args.max_ctx} — use at least 512")
-    models = list(args.models or (bench.models if bench else []))
+    models = list(args.models or bench.models)
     catalog = load_catalog()
     plan = Plan(
         models=models,
@@ -146,7 +172,7 @@ def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict, Strea
         max_ctx=args.max_ctx,
         model_ctx={m: catalog.models[m].context_length for m in models if m in catalog.models},
     )
-    return plan, (profile.as_toml_dict() if profile else {}), _limits(args, bench)
+    return plan, profile.as_toml_dict(), _limits(args, bench)
 
 
 def _choose(args: argparse.Namespace, console: Console) -> tuple[str, list[TargetSpec]]:
@@ -193,7 +219,6 @@ def _open_targets(
     local_engine: engine.LocalEngine | None = None
     try:
         if mode == "demo":
-            engine.ensure_built(build=build_engine)  # only the demo needs the engine
             local_engine = engine.LocalEngine(log_path=run_dir / "llama-server.log")
             url = local_engine.start()
             info = TargetInfo(
@@ -228,8 +253,6 @@ def _open_targets(
             opened.append(
                 Target(spec.info, make_backend(spec.info.backend, spec.info.url, limits), sampler)
             )
-        if not plan.models and mode != "demo":
-            raise UsageError("bench.models is empty — list models in rig.toml or pass --models")
         yield opened, plan
     finally:
         for t in opened:
@@ -285,7 +308,7 @@ def _progress_columns() -> list:
 def _summary(console: Console, outcomes: list[TargetOutcome], store: RunStore) -> None:
     table = Table(title=f"Run {store.dir.name}")
     for col in ("target", "measured", "failed", "skipped (resumed)", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for o in outcomes:
         status = o.lost or (o.errors[-1][:80] if o.errors else "ok")
         table.add_row(o.name, str(o.measured), str(o.failed), str(o.skipped), status)
@@ -303,11 +326,39 @@ def _report(console: Console, run_dir: Path) -> None:
     except Exception as exc:  # the measurements are safe on disk; a report can be redone
         console.print(
             f"[yellow]report not written ({exc.__class__.__name__}: {exc}) — run "
-            f"python -m bench report {run_dir}[/yellow]"
+            f"{BENCH} report {run_dir}[/yellow]"
         )
         return
     for path in paths:
         console.print(f"Report: {path}")
+
+
+def _measured(store: RunStore) -> bool:
+    return any(r.ok for r in store.results())
+
+
+def _discard_if_empty(store: RunStore) -> None:
+    """A run that this invocation created and that stopped before its first result line (a
+    tunnel that did not open, an engine that did not start, Ctrl-C) leaves no directory."""
+    if store.results_path.is_file() and store.results_path.stat().st_size > 0:
+        return
+    shutil.rmtree(store.dir, ignore_errors=True)
+
+
+def _point_latest(results_dir: Path, store: RunStore) -> None:
+    """results/latest: the last run with at least one measured row (a run where nothing
+    answered leaves it where it was); a relative link to the run's own directory, never to
+    `latest` itself (a run resumed as --resume latest)."""
+    if not _measured(store):
+        return
+    name = store.dir.resolve().name
+    latest = results_dir / "latest"
+    if name == latest.name:
+        return
+    with contextlib.suppress(OSError):
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(name)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -334,9 +385,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         mode, specs = "demo", []  # finish a demo run on the demo engine
     else:
         mode, specs = _choose(args, console)
-    if mode != "demo":
+    if mode == "demo":
+        try:
+            engine.ensure_built(build=args.build_engine)  # only the demo needs the engine
+        except engine.EngineMissing as exc:
+            raise UsageError(str(exc)) from None
+    elif not plan.models:
+        raise UsageError(
+            f"bench.models is empty in {args.config or DEFAULT_PROFILE} — list models there "
+            "or pass --models"
+        )
+    else:
         _confirm_local_pulls(specs, plan, args, console)
-    if store is None:  # created once the question, if any, was answered
+    created = store is None
+    if store is None:  # created once every input is checked and the question answered
         store = RunStore.create(args.results_dir, new_run_id())
         meta.run_id = store.dir.name
     try:
@@ -375,15 +437,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     meta.models.setdefault(name, {}).update(described)
             missing = runner.missing()
     except (TargetError, engine.EngineMissing) as exc:
+        if created:
+            _discard_if_empty(store)
         raise UsageError(str(exc)) from None
+    except BaseException:
+        if created:
+            _discard_if_empty(store)
+        raise
     meta.finished_at = utc_now()
     store.write_meta(meta)
     _summary(console, outcomes, store)
-    latest = args.results_dir / "latest"
-    with contextlib.suppress(OSError):
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(store.dir.name)
+    _point_latest(args.results_dir, store)
     if not args.no_report:
         _report(console, store.dir)
     if missing:
@@ -464,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     prog = "python -m bench" if script in ("", "__main__.py", "-c") else script
     parser = argparse.ArgumentParser(
-        prog=prog, description="gpu-rehearsal benchmark: run, fit, project, report"
+        prog=prog,
+        description="gpu-rehearsal benchmark: run, fit, project, report",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=version_line(prog))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -475,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         mirror_cli = None  # type: ignore[assignment]
     if mirror_cli is not None:
         mirror_cli.add_commands(sub)
-    return parser
+    return use_formatter(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,8 @@ class RunStore:
     @classmethod
     def open(cls, root: Path, run_id: str) -> RunStore:
         run_dir = root / run_id
+        if run_dir.is_symlink():  # --resume latest: the run it points at, not the link
+            run_dir = run_dir.resolve()
         if not (run_dir / META).is_file():
             known = (
                 sorted(p.name for p in root.glob("*") if (p / META).is_file())

@@ -17,7 +17,7 @@ from rig.azure.deploy import deploy
 from rig.azure.deps import Deps
 from rig.azure.destroy import destroy
 from rig.profile import DEFAULT_PROFILE, load_profile
-from rig.state import STATE_DIR
+from rig.state import STATE_DIR, STATE_DIR_HELP
 from rig.status import register_live
 
 register_live("azure", "rig.azure.status:live_row")
@@ -37,7 +37,7 @@ def add_commands(commands: Any) -> None:
     register_live("azure", "rig.azure.status:live_row")
     dep = commands.deploy.add_parser("azure", help="spot GPU VM(s) on Azure with Pulumi")
     dep.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    dep.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    dep.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
     dep.add_argument("--size", action="append", help="only this [azure] vm_sizes entry")
     dep.add_argument(
         "--yes",
@@ -49,5 +49,5 @@ def add_commands(commands: Any) -> None:
         "azure", help="pulumi destroy (or ARM), then verify nothing is left"
     )
     des.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    des.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    des.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
     des.set_defaults(func=cmd_destroy)

@@ -16,14 +16,16 @@ from rich.console import Console
 
 from rig.advice import advisories
 from rig.catalog import CatalogError, load_catalog
+from rig.clihelp import use_formatter
 from rig.problems import CommandError, ProfileError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import catalog_json, print_catalog, print_profile, resolved
-from rig.state import STATE_DIR, read_all, utc_now
+from rig.state import STATE_DIR, STATE_DIR_HELP, read_all, utc_now
 from rig.status import print_status, status_rows
 from rig.version import version_line
 
 EXIT_INVALID = 2
+CLOUDS = ("aws", "azure")
 # Optional command modules, one per part: each exposes add_commands(commands: Commands).
 # Missing ones (a part not built yet) are skipped, so the CLI lists only what works.
 EXTENSIONS = ("rig.aws_cli", "rig.azure_cli", "rig.plan", "rig.provision", "rig.models")
@@ -108,8 +110,9 @@ def missing_modules(modules: Sequence[str]) -> list[str]:
 
 
 def _aws_unused(args: argparse.Namespace) -> bool:
-    profile = load_profile(args.config, load_catalog())
-    recorded = [s for s in read_all(args.state_dir) if s.cloud == "aws"]
+    profile = load_profile(getattr(args, "config", DEFAULT_PROFILE), load_catalog())
+    state_dir = getattr(args, "state_dir", STATE_DIR)
+    recorded = [s for s in read_all(state_dir) if s.cloud == "aws"]
     return not profile.aws.enabled and not recorded
 
 
@@ -153,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     catalog.set_defaults(func=cmd_catalog)
     check.set_defaults(func=cmd_check)
     status = sub.add_parser("status", help="what is deployed, since when, $ so far, auto-stop")
-    status.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    status.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
         "--offline",
@@ -181,7 +184,13 @@ def _parser() -> argparse.ArgumentParser:
             _placeholders(commands, name, exc.name or "")
             continue
         module.add_commands(commands)
-    return parser
+    every = commands.destroy.add_parser(
+        "all", help="destroy on both clouds, each verified; one exit status (make destroy)"
+    )
+    every.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    every.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    every.set_defaults(func=cmd_destroy_all)
+    return use_formatter(parser)
 
 
 def _placeholders(commands: Commands, module: str, missing: str) -> None:
@@ -199,6 +208,24 @@ def _needs_extra(command: str, missing: str) -> Callable[[argparse.Namespace, Co
     return handler
 
 
+def cmd_destroy_all(args: argparse.Namespace, console: Console) -> int:
+    """`destroy aws` then `destroy azure`, each as if typed alone (its own checks, its own
+    errors); the second runs whatever the first did. 0 only when both are verified clean."""
+    codes = []
+    for cloud in CLOUDS:
+        console.print(f"[bold]destroy {cloud}[/bold]")
+        argv = ["destroy", cloud, "--config", str(args.config), "--state-dir", str(args.state_dir)]
+        codes.append(run_command(_parser().parse_args(argv), console, Console(stderr=True)))
+    failed = [c for c, rc in zip(CLOUDS, codes, strict=True) if rc != 0]
+    if failed:
+        console.print(
+            f"destroy: {' and '.join(failed)} not verified clean — see the lines above",
+            markup=False,
+            highlight=False,
+        )
+    return max(codes)
+
+
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     cat = load_catalog()
     profile = load_profile(args.config, cat)
@@ -207,6 +234,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         print(
             json.dumps(
                 {
+                    "ok": True,
                     "path": str(profile.path),
                     "profile": profile.as_toml_dict(),
                     "resolved": resolved(profile, cat),
@@ -251,8 +279,20 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
-    err = Console(stderr=True)
+    return run_command(args, Console(), Console(stderr=True))
+
+
+def _json_error(args: argparse.Namespace, problems: list[dict[str, str]], code: int) -> int | None:
+    """With --json, an error is JSON on stdout too (so a script always parses what it gets):
+    {"ok": false, "problems": [{"field", "message", "line"}]}; None without --json."""
+    if not getattr(args, "json", False):
+        return None
+    print(json.dumps({"ok": False, "problems": problems}, indent=2, ensure_ascii=False))
+    return code
+
+
+def run_command(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """One parsed command: its extras checked, its errors one line each (exit 2 for input)."""
     try:
         key = command_key(args)
         absent = missing_modules(NEEDS.get(key, ()))
@@ -270,16 +310,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             raise MissingExtra(key, [exc.name or ""]) from None
     except ProfileError as exc:
+        problems = [
+            {"field": p.path, "message": p.message, "line": p.render(exc.filename)}
+            for p in exc.problems
+        ]
+        as_json = _json_error(args, [{"file": exc.filename, **p} for p in problems], EXIT_INVALID)
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
-        return EXIT_INVALID
+        return EXIT_INVALID if as_json is None else as_json
     except CommandError as exc:
+        _json_error(args, [{"field": "", "message": str(exc), "line": str(exc)}], exc.exit_code)
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except CatalogError as exc:
-        err.print(
-            f"rig/catalog: {exc} — fix the data file named there", markup=False, soft_wrap=True
-        )
+        line = f"rig/catalog: {exc} — fix the data file named there"
+        _json_error(args, [{"field": "", "message": str(exc), "line": line}], EXIT_INVALID)
+        err.print(line, markup=False, soft_wrap=True)
         return EXIT_INVALID
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -534,6 +534,6 @@ def add_commands(commands: Any) -> None:
     add.set_defaults(func=cmd_add)
 
     rm = sub.add_parser("remove", help="remove one of your own models")
-    rm.add_argument("tag")
+    rm.add_argument("tag", help="the tag of a model you added (rig models list marks them)")
     rm.add_argument("--file", type=Path, help=f"the models file (default: ./{USER_MODELS})")
     rm.set_defaults(func=cmd_remove)

@@ -230,9 +230,9 @@ def _differences(profile: Profile, cat: Catalog, cloud: str, m: dict[str, Any]) 
 
 def plan_table(plan: Plan) -> Table:
     table = Table(title="The planned PC and its cloud stand-ins")
-    table.add_column("")
+    table.add_column("", overflow="fold")
     for col in plan.columns:
-        table.add_column(escape(col.target))
+        table.add_column(escape(col.target), overflow="fold")
     for key, label in ROWS:
         table.add_row(label, *(escape(getattr(col, key)) for col in plan.columns))
     return table

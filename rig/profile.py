@@ -21,6 +21,9 @@ from rig.catalog import Catalog, load_catalog
 from rig.problems import Problem, ProfileError, known, path_of, show
 
 DEFAULT_PROFILE = Path("rig.toml")
+# bench.repetitions and `bench run --repetitions`: one range for both (20 measured requests per
+# case already bound a mean well; more only spends cloud time).
+REPETITIONS_RANGE = (1, 20)
 WORKLOADS = ("chat-en", "chat-ja", "code", "long-context")
 DEFAULT_MODELS = [
     "llama3:8b",
@@ -793,11 +796,12 @@ class BenchSection(Section):
                 )
         if not self.workloads:
             out.append(self.p("workloads", 'is empty — e.g. workloads = ["chat-en"]'))
-        if not 1 <= self.repetitions <= 20:
+        low, high = REPETITIONS_RANGE
+        if not low <= self.repetitions <= high:
             out.append(
                 self.p(
                     "repetitions",
-                    f"{self.repetitions} must be between 1 and 20 — e.g. repetitions = 3",
+                    f"{self.repetitions} must be between {low} and {high} — e.g. repetitions = 3",
                 )
             )
         return out

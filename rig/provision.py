@@ -24,7 +24,7 @@ from rich.console import Console
 from rig.catalog import load_catalog
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
-from rig.state import STATE_DIR, VmState, read_all, write
+from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, read_all, write
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"
@@ -218,7 +218,7 @@ def add_commands(commands: Any) -> None:
     )
     parser.add_argument("target", help="a target from .state/ (see make status), or 'all'")
     parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
     parser.add_argument(
         "--check", action="store_true", help="dry run: show what would change, change nothing"
     )

@@ -35,6 +35,10 @@ GPU_ROWS: list[tuple[str, str]] = [
 ]
 # Rows whose figures are derived somewhere: the cell is marked so (see the GPU's notes).
 ESTIMATE_MARK = "*"
+# A GPU column's width in the side-by-side table: enough for "RTX 4060 Ti 16GB" on two lines
+# and every figure on one; longer words (source keys) fold, never end in "…".
+GPU_COLUMN = 16
+LABEL_COLUMN = 16
 
 
 def _cell(value: Any) -> str:
@@ -45,56 +49,128 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def gpu_tables(cat: Catalog, width: int | None = None) -> list[Table]:
+    """GPUs side by side, one column each: the plan's first table, with the INT8 TOPS and
+    tensor-core generation the plan asked for. A figure marked * is derived, not published by
+    the vendor (the source list names rehearsal-estimate; the GPU's notes say how).
+
+    As many GPUs per table as `width` columns hold (all of them when width is None), so a
+    narrow terminal gets several readable tables instead of one whose names are cut off."""
+    gpus = list(cat.gpus.values())
+    per_table = len(gpus)
+    if width is not None:  # a column costs its width + 3 (padding and rule)
+        per_table = max(1, (width - LABEL_COLUMN - 4) // (GPU_COLUMN + 3))
+    chunks = [gpus[i : i + per_table] for i in range(0, len(gpus), per_table)]
+    tables = []
+    for n, chunk in enumerate(chunks, 1):
+        title = (
+            "GPUs: the planned PC's cards, the alternatives, the cloud stand-ins and the "
+            "reference cards (* = derived, see notes)"
+        )
+        table = Table(title=title + (f" — {n}/{len(chunks)}" if len(chunks) > 1 else ""))
+        table.add_column("", overflow="fold", min_width=LABEL_COLUMN // 2)
+        for gpu in chunk:
+            table.add_column(
+                gpu.name.replace("NVIDIA ", "").replace("GeForce ", ""),
+                justify="right",
+                overflow="fold",
+                max_width=GPU_COLUMN if width is not None else None,
+            )
+        for field, label in GPU_ROWS:
+            cells = []
+            for g in chunk:
+                value = getattr(g, field)
+                derived = field != "source" and g.source_of(field) == "rehearsal-estimate"
+                mark = ESTIMATE_MARK if derived and value is not None else ""
+                cells.append(_cell(value) + mark)
+            table.add_row(label, *cells)
+        tables.append(table)
+    return tables
+
+
 def gpu_table(cat: Catalog) -> Table:
-    """GPUs side by side, one column each: the conversation's first table, with the INT8 TOPS
-    and tensor-core generation the plan asked for. A figure marked * is derived, not published
-    by the vendor (the source list names rehearsal-estimate; the GPU's notes say how)."""
-    table = Table(
-        title="GPUs: the planned PC's cards, the alternatives, the cloud stand-ins and the "
-        "reference cards (* = derived, see notes)"
-    )
-    table.add_column("")
-    for gpu in cat.gpus.values():
-        table.add_column(gpu.name.replace("NVIDIA ", "").replace("GeForce ", ""), justify="right")
-    for field, label in GPU_ROWS:
-        cells = []
-        for g in cat.gpus.values():
-            value = getattr(g, field)
-            derived = field != "source" and g.source_of(field) == "rehearsal-estimate"
-            cells.append(_cell(value) + (ESTIMATE_MARK if derived and value is not None else ""))
-        table.add_row(label, *cells)
-    return table
+    """Every GPU in one table (for a wide page; the terminal gets gpu_tables by width)."""
+    return gpu_tables(cat)[0]
 
 
-def instance_table(cat: Catalog, regions: dict[Cloud, str]) -> Table:
-    table = Table(title="Cloud GPU instances (on-demand Linux $/h; spot is read live at deploy)")
-    for col in ("Cloud", "Type", "GPU", "VRAM", "vCPU", "RAM GiB", "Local NVMe GB"):
-        table.add_column(col, justify="right" if col not in ("Cloud", "Type", "GPU") else "left")
-    table.add_column("$/h (profile region)", justify="right")
-    table.add_column("$/h elsewhere", justify="left")
-    table.add_column("Source")
+INSTANCE_TITLE = "Cloud GPU instances (on-demand Linux $/h; spot is read live at deploy)"
+MACHINE_COLUMNS = ("Cloud", "Type", "GPU", "VRAM", "vCPU", "RAM GiB", "Local NVMe GB")
+PRICE_COLUMNS = ("$/h (profile region)", "$/h elsewhere", "Source")
+
+
+def _instance_rows(cat: Catalog, regions: dict[Cloud, str]) -> list[list[str]]:
+    rows = []
     for inst in cat.gpu_instances():
         gpu = cat.gpus[inst.gpu or ""]
         here = inst.price_in(regions[inst.cloud])
         others = ", ".join(f"{p.region} {p.usd_per_hour:g}" for p in inst.prices if p is not here)
-        table.add_row(
-            inst.cloud,
-            inst.key,
-            gpu.key,
-            f"{gpu.vram_gb * inst.gpu_count:g} GB",
-            str(inst.vcpu),
-            f"{inst.ram_gib:g}",
-            _cell(inst.local_nvme_gb),
-            f"{here.usd_per_hour:.3f} ({here.region})" if here else "—",
-            others or "—",
+        rows.append([
+            inst.cloud, inst.key, gpu.key, f"{gpu.vram_gb * inst.gpu_count:g} GB",
+            str(inst.vcpu), f"{inst.ram_gib:g}", _cell(inst.local_nvme_gb),
+            f"{here.usd_per_hour:.3f} ({here.region})" if here else "—", others or "—",
             here.source if here else (inst.prices[0].source if inst.prices else inst.source),
+        ])  # fmt: skip
+    return rows
+
+
+def _table(
+    title: str, headers: tuple[str, ...], rows: list[list[str]], widths: list[int] | None = None
+) -> Table:
+    # overflow="fold": a word longer than its column (a source key on a narrow terminal) goes
+    # on over the next lines, never cut to "vantage-20…".
+    table = Table(title=title)
+    for i, col in enumerate(headers):
+        left = col in ("Cloud", "Type", "GPU", "$/h elsewhere", "Source")
+        table.add_column(
+            col,
+            justify="left" if left else "right",
+            overflow="fold",
+            width=widths[i] if widths else None,
         )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
+def _min_width(headers: tuple[str, ...], rows: list[list[str]]) -> int:
+    """The narrowest a table can be with no word split: each column its longest word, plus
+    rich's padding and rules (3 per column and 1)."""
+    longest = [
+        max(len(w) for cell in (h, *(r[i] for r in rows)) for w in (cell.split() or [""]))
+        for i, h in enumerate(headers)
+    ]
+    return sum(longest) + 3 * len(headers) + 1
+
+
+def instance_table(cat: Catalog, regions: dict[Cloud, str]) -> Table:
+    return _table(INSTANCE_TITLE, MACHINE_COLUMNS + PRICE_COLUMNS, _instance_rows(cat, regions))
+
+
+def instance_tables(cat: Catalog, regions: dict[Cloud, str], console: Console) -> list[Table]:
+    """The instance table, or on a terminal too narrow for its longest words, two: the
+    machines, then their prices (the type repeated so each row still names its machine)."""
+    rows = _instance_rows(cat, regions)
+    if _min_width(MACHINE_COLUMNS + PRICE_COLUMNS, rows) <= console.width:
+        return [instance_table(cat, regions)]
+    n = len(MACHINE_COLUMNS)
+    prices = [[r[1], *r[n:]] for r in rows]
+    # The machine's name whole, the price in its region on two lines at most; the list of
+    # other regions and the source key share what is left (they fold).
+    name = max(len(r[0]) for r in prices)
+    here = max(len(w) for r in prices for w in r[1].split())
+    rest = max(20, console.width - 3 * 4 - 1 - name - here)
+    return [
+        _table(INSTANCE_TITLE, MACHINE_COLUMNS, [r[:n] for r in rows]),
+        _table("Their prices", ("Type", *PRICE_COLUMNS), prices, [name, here, rest // 2,
+                                                                 rest - rest // 2]),
+    ]  # fmt: skip
+
+
 def print_catalog(console: Console, cat: Catalog, pc_gpu: str, regions: dict[Cloud, str]) -> None:
-    console.print(gpu_table(cat))
-    console.print(instance_table(cat, regions))
+    for table in gpu_tables(cat, console.width):
+        console.print(table)
+    for table in instance_tables(cat, regions, console):
+        console.print(table)
     console.print(f"[bold]Closeness to the planned PC ({cat.gpus[pc_gpu].name})[/bold]")
     for item in closeness(cat, pc_gpu, regions):
         console.print(f"  • {item.summary()}")
@@ -105,6 +181,9 @@ def print_catalog(console: Console, cat: Catalog, pc_gpu: str, regions: dict[Clo
         show_header=False,
         style="dim",
     )
+    sources.add_column(overflow="fold")
+    sources.add_column(no_wrap=True)
+    sources.add_column(overflow="fold")
     for src in cat.sources.values():
         sources.add_row(src.key, str(src.as_of), escape(src.title))
     console.print(sources)

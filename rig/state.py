@@ -24,6 +24,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from rig.problems import CommandError
 
 STATE_DIR = Path(".state")
+STATE_DIR_HELP = "where the deploys keep their state files"
 # Bump when a field is added, removed or changes meaning; readers refuse newer files. Files
 # written before the field existed have the same shape as schema 1 and carry no `schema` key.
 SCHEMA = 1

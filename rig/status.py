@@ -116,7 +116,7 @@ def print_status(console: Console, rows: list[dict[str, Any]]) -> None:
         "stops by max_hours in",
         "provisioned",
     ):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         so_far = r.get("usd_total", r["usd_so_far_at_most"])
         table.add_row(

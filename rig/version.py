@@ -8,6 +8,11 @@ from pathlib import Path
 
 DIST = "gpu-rehearsal"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+# How the README and every message write the two commands: the console scripts `make setup`
+# puts in .venv, which work without activating it (one spelling everywhere, so a line copied
+# from a message or the README runs as written from the project root).
+RIG = ".venv/bin/rig"
+BENCH = ".venv/bin/bench"
 
 
 def tool_version() -> str:

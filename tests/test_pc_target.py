@@ -48,7 +48,7 @@ def test_resume_adds_the_pc_and_keeps_the_earlier_cloud_target(tmp_path):
                 sys.executable, "-m", "bench", "run", "--resume", store.dir.name,
                 "--target", f"pc={pc.url}", "--models", "llama3:8b", "--workloads", "chat-en",
                 "--repetitions", "1", "--quick", "--no-report", "--results-dir", str(results),
-                "--state-dir", str(tmp_path / "none"), "--config", str(tmp_path / "none.toml"),
+                "--state-dir", str(tmp_path / "none"),
             ],
             cwd=ROOT,
             env={**os.environ, "NO_COLOR": "1"},
