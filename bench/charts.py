@@ -1,14 +1,21 @@
 """The report's PNG charts (matplotlib, Agg, no pyplot global state): each function returns bytes.
 
-Japanese labels need a CJK font. Debian's fonts-noto-cjk is used when installed; otherwise the
-charts are still drawn (Japanese glyphs may show as boxes) and one warning says so.
+Japanese labels need a font with Japanese glyphs. cjk_font() looks for one the way each system
+ships it: Noto Sans CJK (Linux: fonts-noto-cjk), Hiragino (macOS), Yu Gothic / Meiryo
+(Windows, also seen from WSL2 under /mnt/c), IPA fonts; also any font fontconfig lists for
+Japanese. Where none exists the report says so once and draws the charts with English labels,
+instead of matplotlib's warning per missing glyph and boxes for every character.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -17,10 +24,32 @@ matplotlib.use("Agg")
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 
-CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic")
+# Japanese-capable families, preferred first (the names matplotlib reads from the font files).
+CJK_FAMILIES = (
+    "Noto Sans CJK JP", "Noto Sans JP", "Noto Serif CJK JP", "Source Han Sans JP",
+    "Hiragino Sans", "Hiragino Kaku Gothic ProN", "Hiragino Kaku Gothic Pro",
+    "Yu Gothic", "YuGothic", "Meiryo", "MS Gothic",
+    "IPAexGothic", "IPAGothic", "IPAPGothic", "TakaoGothic", "VL Gothic",
+)  # fmt: skip
+# Where those families live as files. matplotlib only knows the fonts that were installed when
+# it built its font cache; a file found here is added to it for this run.
+CJK_FILES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",  # Debian/Ubuntu fonts-noto-cjk
+    "/System/Library/Fonts/ヒラギノ角ゴシック W3.ttc",  # macOS (Hiragino Sans)
+    "C:/Windows/Fonts/YuGothR.ttc",  # Windows (Yu Gothic, Meiryo)
+    "C:/Windows/Fonts/meiryo.ttc",
+    "/mnt/c/Windows/Fonts/YuGothR.ttc",  # the same from WSL2
+    "/mnt/c/Windows/Fonts/meiryo.ttc",
+    "/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf",  # Debian fonts-ipaexfont-gothic
+    "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf",  # Debian's alternatives link
+)
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 PROJECTED_HATCH = "//"
-_warned = False
+NO_FONT_WARNING = (
+    "bench report: warning: no Japanese font found (looked for Noto Sans CJK, Hiragino, "
+    "Yu Gothic, Meiryo, IPA fonts); the charts keep English labels, the text is Japanese — "
+    "install one (Debian/Ubuntu: apt-get install fonts-noto-cjk) for Japanese charts"
+)
 
 
 @dataclass(frozen=True)
@@ -34,21 +63,46 @@ class Series:
     projected: bool = False
 
 
-def cjk_font() -> str | None:
-    """The first installed CJK font family, or None (with one warning on stderr)."""
-    global _warned
-    installed = {f.name for f in font_manager.fontManager.ttflist}
+def _installed() -> set[str]:
+    return {f.name for f in font_manager.fontManager.ttflist}
+
+
+def _fontconfig_files() -> list[str]:
+    """Font files fontconfig lists as covering Japanese (Linux, and macOS with fontconfig)."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return []
+    try:
+        out = subprocess.run(
+            [fc_list, ":lang=ja", "file"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted({line.split(":")[0].strip() for line in out.splitlines() if line.strip()})
+
+
+@functools.cache
+def _discover() -> str | None:
+    """The Japanese font family to draw with, or None (then one warning on stderr)."""
+    installed = _installed()
     for family in CJK_FAMILIES:
         if family in installed:
             return family
-    if not _warned:
-        print(
-            "bench report: warning: no CJK font found (Debian: apt-get install fonts-noto-cjk); "
-            "Japanese chart labels may show as boxes",
-            file=sys.stderr,
-        )
-        _warned = True
+    for path in [*CJK_FILES, *_fontconfig_files()]:
+        if not Path(path).is_file():
+            continue
+        try:
+            font_manager.fontManager.addfont(path)
+            return font_manager.FontProperties(fname=path).get_name()
+        except (OSError, RuntimeError, ValueError):
+            continue  # not a font matplotlib can read: try the next
+    print(NO_FONT_WARNING, file=sys.stderr)
     return None
+
+
+def cjk_font() -> str | None:
+    """The installed font family for Japanese labels, or None (said once per run)."""
+    return _discover()
 
 
 def _figure(width: float = 9.0, height: float = 4.8) -> Figure:

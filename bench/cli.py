@@ -559,6 +559,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--resume RUN_ID"
         )
         return 130
+    except BrokenPipeError:
+        # The reader left (`bench backtest | head`): not an error. Point stdout at /dev/null so
+        # Python's flush at exit does not raise it again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

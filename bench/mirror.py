@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bench import speed
+from bench.notes import Note
 from rig.catalog import Catalog, load_catalog
 from rig.catalog.schema import Gpu, Model
 from rig.compare import GIB
@@ -513,11 +514,10 @@ def rank_all(
 def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | None, str]:
     """Prefill is compute-bound: scale by dense tensor FP16 throughput."""
     if not src.tensor_fp16_tflops or not dst.tensor_fp16_tflops:
-        return None, f"prefill not projected: no tensor FP16 figure for {src.key} or {dst.key}"
+        return None, Note("note_no_prefill", src=src.key, dst=dst.key)
     ratio = dst.tensor_fp16_tflops / src.tensor_fp16_tflops
-    note = (
-        f"prefill scales with tensor FP16 throughput: {dst.tensor_fp16_tflops:g} / "
-        f"{src.tensor_fp16_tflops:g} TFLOPS = x{ratio:.2f} (not calibrated)"
+    note = Note(
+        "note_prefill", dst=dst.tensor_fp16_tflops, src=src.tensor_fp16_tflops, ratio=ratio
     )
     return prompt_tok_s * ratio, note
 

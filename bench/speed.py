@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
+from bench.notes import Note
 from rig.catalog import Catalog, load_catalog
 from rig.catalog.schema import CalibrationPoint, Gpu
 from rig.compare import GIB
@@ -110,6 +111,14 @@ def engine_key(engine: str, gpu: Gpu | None = None, measured: str | None = None)
     return engine if cuda_graphs(engine, gpu, measured) else f"{engine} {NO_GRAPHS}"
 
 
+def engine_label(key: str) -> str:
+    """An engine key as text: the key itself, a Note where it carries the no-graphs suffix
+    (so the report can translate that part; the engine's own name is data)."""
+    if key.endswith(f" {NO_GRAPHS}"):
+        return Note("note_engine_no_graphs", engine=key.removesuffix(f" {NO_GRAPHS}"))
+    return key
+
+
 def point_key(p: CalibrationPoint, cat: Catalog) -> str:
     return engine_key(p.engine, cat.gpus[p.gpu], p.measured)
 
@@ -140,31 +149,33 @@ class SpeedModel:
             return gpu.key
         return family(gpu)
 
-    def efficiency(self, fam: str) -> tuple[float, str]:
+    def efficiency(self, fam: str) -> tuple[float, Note]:
         """(efficiency, basis) for a group; groups without points take the others' mean."""
         if fam in self.inv_efficiency:
-            return 1 / self.inv_efficiency[fam], "fitted"
+            return 1 / self.inv_efficiency[fam], Note("note_fitted")
         gddr = [u for f, u in self.inv_efficiency.items() if not f.endswith("-hbm")]
         pool = gddr or list(self.inv_efficiency.values())
-        return 1 / statistics.fmean(pool), "no published point: mean of the other families"
+        return 1 / statistics.fmean(pool), Note("note_mean_families")
 
-    def fixed(self, key: str) -> tuple[float, str]:
+    def fixed(self, key: str) -> tuple[float, Note]:
         """(seconds, basis) for an engine key. Without a point of its own: a sibling llama.cpp
         program (llama-bench, llama-server, llama-cli run the same kernels) with CUDA graphs
         in the same state, then the same engine in the other state, then the mean of all."""
         if self.variant == "bandwidth-only":
-            return 0.0, "no fixed cost in this variant"
+            return 0.0, Note("note_no_fixed_cost")
         if key in self.fixed_s:
-            return self.fixed_s[key], "fitted"
+            return self.fixed_s[key], Note("note_fitted")
+        label = engine_label(key)
         base, sep, state = key.partition(" (")
         if base in LLAMA_CPP_PROGRAMS:
             for sib in LLAMA_CPP_PROGRAMS:
                 if f"{sib}{sep}{state}" in self.fixed_s:
-                    return self.fixed_s[f"{sib}{sep}{state}"], f"no point for {key}: {sib}'s"
+                    basis = Note("note_sibling", engine=label, sibling=sib)
+                    return self.fixed_s[f"{sib}{sep}{state}"], basis
         same = [v for k, v in self.fixed_s.items() if k.partition(" (")[0] == base]
         if same:
-            return statistics.fmean(same), f"no point for {key}: {base} in other builds"
-        return statistics.fmean(self.fixed_s.values()), f"no point for {key}: mean of engines"
+            return statistics.fmean(same), Note("note_other_builds", engine=label, base=base)
+        return statistics.fmean(self.fixed_s.values()), Note("note_mean_engines", engine=label)
 
     def seconds_per_token(
         self,
@@ -587,40 +598,34 @@ def carry(
     cpu_part = (1 - share_to) * model_gib * GIB / pc_cpu_gbs / t_dst if share_to < 1 else 0.0
     src_cpu = (1 - share_from) * model_gib * GIB / host_cpu_gbs / t_src if share_from < 1 else 0.0
     z = band + math.log1p(CPU_PART_UNCERTAINTY * max(cpu_part, src_cpu))
-    notes = []
+    # Each assumption is a Note: English here and in `bench project`, Japanese in the report.
+    notes: list[str] = []
     for key in dict.fromkeys((key_src, key_dst)):
         fixed, fixed_basis = m.fixed(key)
         notes.append(
-            "decode time per token = weight bytes / (bandwidth x efficiency) + a fixed per-token "
-            f"cost of {fixed * 1000:.2f} ms for {key} ({fixed_basis})"
+            Note("note_decode_form", ms=fixed * 1000, engine=engine_label(key), basis=fixed_basis)
         )
     slow = next((g for g, k in ((src, key_src), (dst, key_dst)) if k.endswith(NO_GRAPHS)), None)
     if key_src != key_dst and slow is not None:
         notes.append(
-            f"{slow.name} decodes without CUDA graphs (llama.cpp enables them from compute "
-            f"capability {GRAPHS_MIN_CC:.1f}; this card is {slow.compute_capability}): it pays "
-            "more per token, which does not carry over"
-        )
+            Note("note_no_graphs", gpu=slow.name, min_cc=GRAPHS_MIN_CC,
+                 cc=slow.compute_capability)
+        )  # fmt: skip
     for gpu in (src, dst):
         eff, basis = m.efficiency(m.group(gpu))
         notes.append(
-            f"{gpu.name}: {gpu.bandwidth_gbs:g} GB/s x efficiency {eff:.0%} ({family(gpu)} "
-            f"cards, {basis})"
-        )
-    notes.append(
-        f"range x/÷ {math.exp(band):.2f}: the back-test's {BAND_QUANTILE:.0%} error quantile on "
-        "the published points"
-    )
+            Note("note_card", gpu=gpu.name, bandwidth=gpu.bandwidth_gbs, eff=eff,
+                 family=family(gpu), basis=basis)
+        )  # fmt: skip
+    notes.append(Note("note_range", factor=math.exp(band), quantile=BAND_QUANTILE))
     if share_to != share_from:
-        notes.append(f"share on the GPU: {share_from:.0%} measured, {share_to:.0%} on the target")
+        notes.append(Note("note_share", measured=share_from, target=share_to))
     if min(share_from, share_to) < 1:
         notes.append(
-            f"{1 - min(share_from, share_to):.0%} of the model runs on the CPU: measuring host "
-            f"at {host_cpu_gbs:.1f} GB/s achieved, the PC at {pc_cpu_gbs:.1f} GB/s (estimates: "
-            f"no published CPU-side point; range widened by +/-{CPU_PART_UNCERTAINTY:.0%} of "
-            "the CPU part)"
-        )
-    notes.append("same engine, model file and context on both sides; one stream")
+            Note("note_cpu_part", cpu=1 - min(share_from, share_to), host=host_cpu_gbs,
+                 pc=pc_cpu_gbs, widen=CPU_PART_UNCERTAINTY)
+        )  # fmt: skip
+    notes.append(Note("note_same_setup"))
     return SpeedProjection(
         gpu_from, to, tok_s, model_gib, share_from, share_to, projected,
         projected * math.exp(-z), projected * math.exp(z), key_dst, assumptions=notes,

@@ -17,6 +17,7 @@ from bench.report.document import Image, Section, Table
 from bench.report.render import render_html, render_md
 from bench.report.run import Run, check_run_dir, load_run
 from bench.report.sections import build
+from bench.report.sections.charts import CHART_FILES
 from bench.report.text import TEXT
 from rig.catalog import Catalog, load_catalog
 
@@ -38,13 +39,17 @@ def write_report(run_dir: Path, lang: str = "en", cat: Catalog | None = None) ->
     sections = build_sections(run, lang, cat)
     title = f"{TEXT[lang]['title']}: {run.meta.run_id}"
     charts_dir = run_dir / "charts"
-    charts_dir.mkdir(exist_ok=True)
     written = []
     for s in sections:
         for b in s.blocks:
             if isinstance(b, Image):
+                charts_dir.mkdir(exist_ok=True)
                 (charts_dir / b.name).write_bytes(b.png)
                 written.append(charts_dir / b.name)
+    for name in CHART_FILES:
+        stale = charts_dir / name
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     md, page = run_dir / "report.md", run_dir / "report.html"
     md.write_text(render_md(title, sections), encoding="utf-8")
     page.write_text(render_html(title, sections, lang), encoding="utf-8")

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import mirror, speed
+from bench.notes import say
 from bench.report.run import Run
 from bench.report.text import TEXT
 from bench.schema import RequestResult
 from rig.catalog import Catalog
 
-DEMO_LABEL = "local CPU demo"
-INTERACTIVE_TOK_S = 20.0  # the original conversation's bar for "pleasant to chat with"
+DEMO_LABEL = TEXT["en"]["demo_label"]
+INTERACTIVE_TOK_S = 20.0  # the plan's bar for "pleasant to chat with"
 SPEED_WORKLOADS = ("chat-en", "chat-ja", "code")  # long-context decode is slower by design
 CATEGORY_WORKLOADS = {
     "en": "chat-en",
@@ -113,12 +114,27 @@ class Ctx:
         text = TEXT[self.lang][key]
         return text.format(**kw) if kw else text
 
+    def say(self, text: str) -> str:
+        """A speed-model explanation (bench.notes.Note) in the report's language."""
+        return say(text, TEXT[self.lang])
+
+    def verdict(self, verdict: str) -> str:
+        """A fit verdict (fits | partial | no) as the tables show it."""
+        return self.t(f"verdict_{verdict}") if f"verdict_{verdict}" in TEXT[self.lang] else verdict
+
+    def workloads(self, names: Iterable[str]) -> str:
+        return self.t("list_sep").join(
+            self.t(f"wl_{w}") if f"wl_{w}" in TEXT[self.lang] else w for w in names
+        )
+
     def label(self, name: str) -> str:
         info = self.run.target(name)
         if info.kind == "demo":
-            return DEMO_LABEL if self.lang == "en" else f"{DEMO_LABEL}（ローカル CPU デモ）"
+            return self.t("demo_label")
         gpu = self.card(info.gpu) if self.gpu_of(name) and info.gpu else ""
         base = info.label or name
+        if info.kind == "local" and self.lang != "en":  # the bench wrote the label in English
+            base = self.t("label_local") if name == "local" else self.t("label_pc", name=name)
         return f"{base} ({gpu})" if gpu and gpu not in base else base
 
     def gpu_of(self, name: str) -> str | None:
@@ -165,6 +181,10 @@ class Ctx:
         profile = self.run.meta.profile if isinstance(self.run.meta.profile, dict) else {}
         planned = (profile.get("bench") or {}).get("models") or []
         return list(dict.fromkeys([*self.run.models(), *planned]))
+
+    def is_pc(self, name: str) -> bool:
+        """The user's own machine (kind local): its measurements are the real thing."""
+        return self.run.target(name).kind == "local"
 
     def gpu_targets(self) -> list[str]:
         """Targets whose numbers may be projected: a catalog GPU, not the demo."""

@@ -1,7 +1,11 @@
 """Every user-facing string of the report, in English and Japanese. Sections look strings up
-by key (Ctx.t); a key missing in one language fails the test that renders both."""
+by key (Ctx.t); a key missing in one language fails the test that renders both. The speed
+model's explanations (bench/notes.py, English there for `bench project`) are translated here too.
+"""
 
 from __future__ import annotations
+
+from bench.notes import EN as NOTES_EN
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -56,7 +60,7 @@ TEXT: dict[str, dict[str, str]] = {
         "disagree_short": "sources disagree",
         "backtest_summary": "Back-test (hold out each published point of every GPU with at "
         "least two; predict it from the others): {n} cases, median error {err}, truth inside "
-        "the printed range {cov}, median range ±{width}. Reproduce: python -m bench backtest",
+        "the printed range {cov}, median range ±{width}. Reproduce: {command}",
         "title": "gpu-rehearsal report",
         "run": "Run {run_id}: started {started}, finished {finished}; {n_ok} of {n} requests ok.",
         "targets": "Targets",
@@ -144,6 +148,49 @@ TEXT: dict[str, dict[str, str]] = {
         "demo_note": "{label}: the embedded llama.cpp engine on this machine's CPU. Shown for "
         "completeness, never projected onto the PC.",
         "no_data": "No data for this section in this run.",
+        # the targets table: kinds, labels and the demo's price source
+        "kind_cloud": "cloud",
+        "kind_local": "local",
+        "kind_demo": "demo",
+        "demo_label": "local CPU demo",
+        "label_local": "this PC (local Ollama)",
+        "label_pc": "your PC ({name})",
+        "own_machine": "your own machine",
+        # fit verdicts, categories and workloads as the tables show them
+        "verdict_fits": "fits",
+        "verdict_partial": "partial",
+        "verdict_no": "no",
+        "cat_en": "en",
+        "cat_ja": "ja",
+        "cat_code": "code",
+        "cat_long-context": "long-context",
+        "wl_chat-en": "chat-en",
+        "wl_chat-ja": "chat-ja",
+        "wl_code": "code",
+        "wl_long-context": "long-context",
+        "list_sep": ", ",
+        "why_sep": "; ",
+        "why_fit": "fit: {verdict}",
+        "why_ja_share": "ja_share: {value}",
+        "why_code_ok": "code_ok: {value}",
+        "why_long_ok": "long_ok: {value}",
+        "why_speed": "{card}: {tok_s} tok/s",
+        "best_none": "No request succeeded in this run, so nothing is recommended: a "
+        "recommendation from the fit alone would name a model nobody measured (first error: "
+        "{error}).",
+        "best_demo_only": "Only the local CPU demo measured anything in this run: a tiny model "
+        "on this machine's CPU says nothing about the PC, so nothing is recommended.",
+        "best_none_cat": "no successful {workload} request",
+        "long_correct": "long-context correct",
+        "pvm_cloud": "{target} (cloud)",
+        "pvm_pc": "{target} (PC)",
+        "method_fitted": "fitted: {efficiencies}; {fixed}",
+        "method_eff": "{family} efficiency {eff:.2f}",
+        "method_fixed": "{engine} {ms:.2f} ms/token",
+        "method_fit_overhead": "fit overhead: {reserve:.2f} GiB CUDA reserve (Ollama) + "
+        "compute buffer, against the card's usable VRAM (nvidia-smi memory.total); partial when "
+        "whole layers spill, no when the spill exceeds the PC's RAM minus {ram:g} GiB",
+        **NOTES_EN,
         "unknown_arch": "architecture unknown (not in the catalog)",
         "chart_decode": "Decode speed per model (hatched: projected, with range)",
         "chart_ttft": "Time to first token vs prompt length",
@@ -191,14 +238,14 @@ TEXT: dict[str, dict[str, str]] = {
         "avoid_spill": "{model}：16 GB に収まらない — {fit}。速度の目安 {speed}",
         "avoid_slow": "{model}：収まるが、どちらのカードでも {bar:g} tok/s 未満（{speed}）",
         "gpus": "比較した GPU",
-        "gpus_intro": "発売時の仕様（INT8 とテンソル FP16 は密行列。sparse は 2:4 スパース性を"
-        "使った値で、対応するアーキテクチャのみ）。使える VRAM は nvidia-smi の表示値。",
+        "gpus_intro": "発売時の仕様（INT8 とテンソル FP16 は密行列での値。スパースは 2:4 スパース"
+        "性を使った値で、対応するアーキテクチャのみ）。使える VRAM は nvidia-smi の表示値。",
         "vram": "VRAM GB",
         "usable": "使える MiB",
         "bandwidth": "帯域 GB/s",
         "cores": "CUDA コア",
         "fp16": "テンソル FP16 TFLOPS",
-        "int8": "INT8 TOPS 密 / sparse",
+        "int8": "INT8 TOPS 密 / スパース",
         "tensor_gen": "テンソルコア",
         "msrp": "発売時価格 $",
         "gen_name": "第 {n} 世代",
@@ -207,7 +254,7 @@ TEXT: dict[str, dict[str, str]] = {
         "disagree_short": "計測元が食い違う",
         "backtest_summary": "バックテスト（2 点以上ある GPU の公開値を 1 つずつ除き、残りから"
         "予測）：{n} ケース、誤差の中央値 {err}、表示した範囲に真値が入った割合 {cov}、範囲の幅の"
-        "中央値 ±{width}。再現：python -m bench backtest",
+        "中央値 ±{width}。再現：{command}",
         "title": "gpu-rehearsal レポート",
         "run": "実行 {run_id}：開始 {started}、終了 {finished}。{n} 件中 {n_ok} 件成功。",
         "targets": "ターゲット",
@@ -219,7 +266,7 @@ TEXT: dict[str, dict[str, str]] = {
         "値はその下に示す。",
         "fit": "16 GB に収まるか",
         "fit_intro": "重み + KV キャッシュ（{kv}）+ ランタイムのオーバーヘッド を {cards} の "
-        "VRAM と比較。partial = 一部の層がシステム RAM にはみ出す（PC は {ram} GiB）。",
+        "VRAM と比較。一部 = 一部の層がシステム RAM にはみ出す（PC は {ram} GiB）。",
         "share": "GPU に載ったモデルの割合",
         "share_intro": "/api/ps の size_vram / size（モデル・ターゲットごとの平均）。最後の列は "
         "16 GB での予測値。",
@@ -237,7 +284,7 @@ TEXT: dict[str, dict[str, str]] = {
         "load_intro": "換算しない：クラウドのブロックストレージ（EBS gp3 / Azure マネージド"
         "ディスク）と PC の NVMe SSD では読み込み方が異なる。",
         "pvm": "予測と実測の比較",
-        "pvm_intro": "実際の PC（kind が local のターゲット）と、クラウドでの計測から予測した値。",
+        "pvm_intro": "実際の PC（種類が PC のターゲット）と、クラウドでの計測から予測した値。",
         "method": "手法と前提",
         "charts": "グラフ",
         "model": "モデル",
@@ -287,11 +334,77 @@ TEXT: dict[str, dict[str, str]] = {
         "no": "いいえ",
         "cpu_only": "CPU のみ",
         "not_recorded": "記録なし",
-        "none_gpu": "この実行には GPU のターゲットがないため、予測はしない。local CPU demo は"
+        "none_gpu": "この実行には GPU のターゲットがないため、予測はしない。ローカル CPU デモは"
         "このマシンの CPU でハーネスを計測したもので、GPU の数値ではなく、PC へは換算しない。",
         "demo_note": "{label}：このマシンの CPU で動く組み込み llama.cpp エンジン。参考として"
         "表示するが、PC へは換算しない。",
         "no_data": "この実行にはこの項目のデータがない。",
+        "kind_cloud": "クラウド",
+        "kind_local": "PC",
+        "kind_demo": "デモ",
+        "demo_label": "ローカル CPU デモ",
+        "label_local": "この PC（ローカルの Ollama）",
+        "label_pc": "あなたの PC（{name}）",
+        "own_machine": "手元のマシン（費用なし）",
+        "verdict_fits": "収まる",
+        "verdict_partial": "一部",
+        "verdict_no": "収まらない",
+        "cat_en": "英語",
+        "cat_ja": "日本語",
+        "cat_code": "コード",
+        "cat_long-context": "長文脈",
+        "wl_chat-en": "英語の会話",
+        "wl_chat-ja": "日本語の会話",
+        "wl_code": "コード",
+        "wl_long-context": "長文脈",
+        "list_sep": "、",
+        "why_sep": "、",
+        "why_fit": "判定：{verdict}",
+        "why_ja_share": "日本語文字の割合 {value}",
+        "why_code_ok": "テスト合格 {value}",
+        "why_long_ok": "正答率 {value}",
+        "why_speed": "{card}：{tok_s} tok/s",
+        "best_none": "この実行では成功したリクエストが 1 件もないため、おすすめは示さない。"
+        "収まるかどうかだけで選ぶと、誰も計測していないモデルを勧めることになる（最初のエラー："
+        "{error}）。",
+        "best_demo_only": "この実行で計測できたのはローカル CPU デモだけ。このマシンの CPU で"
+        "動く小さなモデルの結果は PC について何も語らないため、おすすめは示さない。",
+        "best_none_cat": "{workload}の成功したリクエストがない",
+        "long_correct": "長文脈の正答",
+        "pvm_cloud": "{target}（クラウド）",
+        "pvm_pc": "{target}（PC）",
+        "method_fitted": "当てはめた値：{efficiencies}。{fixed}",
+        "method_eff": "{family} の効率 {eff:.2f}",
+        "method_fixed": "{engine} {ms:.2f} ms/トークン",
+        "method_fit_overhead": "収まるかの判定に含めるオーバーヘッド：CUDA の予約 "
+        "{reserve:.2f} GiB（Ollama）＋計算バッファ。比べる相手はカードの使える VRAM"
+        "（nvidia-smi の memory.total）。層がまるごと RAM にはみ出すと「一部」、はみ出す量が "
+        "PC の RAM から {ram:g} GiB を引いた量を超えると「収まらない」。",
+        # the speed model's explanations (bench/notes.py)
+        "note_decode_form": "1 トークンのデコード時間 = 重みのバイト数 /（帯域 × 効率）＋ 1 "
+        "トークンあたりの固定コスト {ms:.2f} ms（{engine}、{basis}）",
+        "note_no_graphs": "{gpu} は CUDA グラフなしでデコードする（llama.cpp が CUDA グラフを"
+        "使うのは compute capability {min_cc:.1f} 以上。このカードは {cc}）。1 トークンあたりの"
+        "コストが大きく、その分は換算先へ持ち越さない",
+        "note_card": "{gpu}：{bandwidth:g} GB/s × 効率 {eff:.0%}（{family} 世代のカード、{basis}）",
+        "note_range": "範囲 ×/÷ {factor:.2f}：公開値でのバックテストの誤差の {quantile:.0%} "
+        "分位点",
+        "note_share": "GPU に載る割合：計測時 {measured:.0%}、換算先 {target:.0%}",
+        "note_cpu_part": "モデルの {cpu:.0%} は CPU で動く：計測したホストの実効 {host:.1f} GB/s、"
+        "PC は {pc:.1f} GB/s（推定値。CPU 側の公開値はないため、範囲を CPU 部分の ±{widen:.0%} "
+        "広げている）",
+        "note_same_setup": "両側で同じエンジン・同じモデルファイル・同じコンテキスト、ストリーム"
+        "は 1 本",
+        "note_prefill": "プリフィルはテンソル FP16 性能に比例させる：{dst:g} / {src:g} TFLOPS = "
+        "×{ratio:.2f}（較正なし）",
+        "note_no_prefill": "プリフィルは換算しない：{src} か {dst} のテンソル FP16 性能がない",
+        "note_fitted": "公開値に当てはめた値",
+        "note_no_fixed_cost": "このモデル形では固定コストなし",
+        "note_sibling": "{engine} の公開値がないため {sibling} の値",
+        "note_other_builds": "{engine} の公開値がないため、別ビルドの {base} の値",
+        "note_mean_engines": "{engine} の公開値がないため、全エンジンの平均",
+        "note_mean_families": "公開値がないため、他の世代の平均",
+        "note_engine_no_graphs": "{engine}（CUDA グラフなし）",
         "unknown_arch": "アーキテクチャ不明（カタログにない）",
         "chart_decode": "モデル別デコード速度（斜線：予測値と範囲）",
         "chart_ttft": "プロンプト長と最初のトークンまでの時間",

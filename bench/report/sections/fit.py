@@ -34,7 +34,8 @@ def sec_fit(c: Ctx) -> Section:
             kv_full = mirror.fit(model, full, "f16", cards[0], c.pc_ram_gib, cat).kv_cache_gib
             rows.append([
                 model, str(f.ctx), f"{f.weights_gib:.2f}", f"{f.kv_cache_gib:.2f}",
-                f"{f.overhead_gib:.2f}", f"{f.total_gib:.2f}", f.verdict, pct(f.gpu_share),
+                f"{f.overhead_gib:.2f}", f"{f.total_gib:.2f}", c.verdict(f.verdict),
+                pct(f.gpu_share),
                 f"{max_ctx:,}" if max_ctx else "—", f"{kv_full:.2f} @ {full:,}",
             ])  # fmt: skip
         blocks.append(Table(headers, rows))

@@ -45,6 +45,7 @@ def sec_projected_vs_measured(c: Ctx) -> Section | None:
                 ])  # fmt: skip
     keys = ["model", "target", "target", "projected", "range", "measured", "error", "in_range"]
     headers = [c.t(k) for k in keys]
-    headers[1], headers[2] = f"{headers[1]} (cloud)", f"{headers[2]} (PC)"
+    headers[1] = c.t("pvm_cloud", target=headers[1])
+    headers[2] = c.t("pvm_pc", target=headers[2])
     blocks: list[Block] = [c.t("pvm_intro"), Table(headers, rows) if rows else c.t("no_data")]
     return Section("projected-vs-measured", c.t("pvm"), blocks)

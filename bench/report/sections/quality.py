@@ -22,6 +22,6 @@ def sec_quality(c: Ctx) -> Section:
             ja = stat(japanese_share(r) for r in rs if r.workload == "chat-ja")
             if rs and (cases or ja):
                 rows.append([model, c.label(name), cases or "—", pct(ja.mean if ja else None)])
-    headers = [c.t("model"), c.t("target"), f"long-context {c.t('correct')}", c.t("ja_share")]
+    headers = [c.t("model"), c.t("target"), c.t("long_correct"), c.t("ja_share")]
     blocks: list[Block] = [Table(headers, rows)] if rows else [c.t("no_data")]
     return Section("quality", c.t("quality"), blocks)

@@ -8,7 +8,7 @@ from bench.report.document import Block, Section, Table
 
 
 def sec_speed(c: Ctx) -> Section:
-    blocks: list[Block] = [c.t("speed_intro", workloads=", ".join(SPEED_WORKLOADS))]
+    blocks: list[Block] = [c.t("speed_intro", workloads=c.workloads(SPEED_WORKLOADS))]
     if not c.gpu_targets():
         blocks.append(c.t("none_gpu"))
     headers = [c.t(k) for k in ("target", "decode", "prompt", "ttft", "n")]

@@ -47,25 +47,44 @@ def sec_verdict(c: Ctx) -> Section:
         headers += [c.t("interactive", card=c.card(card))]
     rows = []
     for f in facts:
-        row = [f.model, ", ".join(f.categories) or "—", f.fits]
+        cats = c.t("list_sep").join(c.t(f"cat_{k}") for k in f.categories) or "—"
+        row = [f.model, cats, c.verdict(f.fits)]
         for card in c.planned:
             v = f.decode[card]
             row.append("—" if v is None else f"{c.t('yes' if v >= INTERACTIVE_TOK_S else 'no')} "
                        f"({v:.1f} tok/s)")  # fmt: skip
         rows.append(row)
     blocks: list[Block] = [c.t("verdict_intro", bar=INTERACTIVE_TOK_S), Table(headers, rows)]
-    best_rows = [_best(c, cat, facts) for cat in CATEGORY_WORKLOADS]
-    blocks += [f"**{c.t('best')}**", c.t("best_intro")]
-    blocks.append(Table([c.t("category"), c.t("best_model"), c.t("why")], best_rows))
+    blocks += [f"**{c.t('best')}**", *_best_blocks(c, facts)]
     return Section("verdict", c.t("verdict"), blocks)
 
 
+def _best_blocks(c: Ctx, facts: list[ModelFacts]) -> list[Block]:
+    """The best model per category, among models a GPU (or the PC) measured: a run where
+    nothing succeeded, or only the CPU demo did, recommends nothing and says why."""
+    if not c.run.ok:
+        error = next((r.error for r in c.run.results if r.error), "—")
+        return [c.t("best_none", error=error)]
+    measured = {r.model for r in c.run.ok if c.gpu_of(r.target) or c.is_pc(r.target)}
+    if not measured:
+        return [c.t("best_demo_only")]
+    best_rows = [_best(c, cat, [f for f in facts if f.model in measured])
+                 for cat in CATEGORY_WORKLOADS]  # fmt: skip
+    return [c.t("best_intro"), Table([c.t("category"), c.t("best_model"), c.t("why")], best_rows)]
+
+
 def _best(c: Ctx, category: str, facts: list[ModelFacts]) -> list[str]:
-    pool = [f for f in facts if category in f.categories] or [
-        f for f in facts if category in f.benched
+    label = c.t(f"cat_{category}")
+    workload = CATEGORY_WORKLOADS[category]
+    # Only models with a successful request of the category's own workload compete: a model
+    # whose every chat-ja request failed is no one's best Japanese model.
+    ran = {r.model for r in c.run.ok if r.workload == workload}
+    candidates = [f for f in facts if f.model in ran]
+    pool = [f for f in candidates if category in f.categories] or [
+        f for f in candidates if category in f.benched
     ]
     if not pool:
-        return [category, "—", c.t("no_data")]
+        return [label, "—", c.t("best_none_cat", workload=c.workloads([workload]))]
     quality = {"ja": "ja_share", "code": "code_ok", "long-context": "long_ok"}.get(category)
 
     def key(f: ModelFacts) -> tuple[float, float, float]:
@@ -74,9 +93,11 @@ def _best(c: Ctx, category: str, facts: list[ModelFacts]) -> list[str]:
         return (fits, q if q is not None else -1.0, f.decode[c.pc_gpu] or 0.0)
 
     best = max(pool, key=key)
-    why = [f"fit: {best.fits}"]
+    why = [c.t("why_fit", verdict=c.verdict(best.fits))]
     if quality and getattr(best, quality) is not None:
-        why.append(f"{quality}: {getattr(best, quality):.0%}")
+        why.append(c.t(f"why_{quality}", value=f"{getattr(best, quality):.0%}"))
     if best.decode[c.pc_gpu] is not None:
-        why.append(f"{c.card(c.pc_gpu)}: {best.decode[c.pc_gpu]:.1f} tok/s")
-    return [category, best.model, "; ".join(why)]
+        why.append(
+            c.t("why_speed", card=c.card(c.pc_gpu), tok_s=f"{best.decode[c.pc_gpu]:.1f}")
+        )
+    return [label, best.model, c.t("why_sep").join(why)]
