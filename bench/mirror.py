@@ -516,9 +516,7 @@ def _project_prefill(prompt_tok_s: float, src: Any, dst: Any) -> tuple[float | N
     if not src.tensor_fp16_tflops or not dst.tensor_fp16_tflops:
         return None, Note("note_no_prefill", src=src.key, dst=dst.key)
     ratio = dst.tensor_fp16_tflops / src.tensor_fp16_tflops
-    note = Note(
-        "note_prefill", dst=dst.tensor_fp16_tflops, src=src.tensor_fp16_tflops, ratio=ratio
-    )
+    note = Note("note_prefill", dst=dst.tensor_fp16_tflops, src=src.tensor_fp16_tflops, ratio=ratio)
     return prompt_tok_s * ratio, note
 
 

@@ -387,8 +387,7 @@ TEXT: dict[str, dict[str, str]] = {
         "使うのは compute capability {min_cc:.1f} 以上。このカードは {cc}）。1 トークンあたりの"
         "コストが大きく、その分は換算先へ持ち越さない",
         "note_card": "{gpu}：{bandwidth:g} GB/s × 効率 {eff:.0%}（{family} 世代のカード、{basis}）",
-        "note_range": "範囲 ×/÷ {factor:.2f}：公開値でのバックテストの誤差の {quantile:.0%} "
-        "分位点",
+        "note_range": "範囲 ×/÷ {factor:.2f}：公開値でのバックテストの誤差の {quantile:.0%} 分位点",
         "note_share": "GPU に載る割合：計測時 {measured:.0%}、換算先 {target:.0%}",
         "note_cpu_part": "モデルの {cpu:.0%} は CPU で動く：計測したホストの実効 {host:.1f} GB/s、"
         "PC は {pc:.1f} GB/s（推定値。CPU 側の公開値はないため、範囲を CPU 部分の ±{widen:.0%} "

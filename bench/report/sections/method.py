@@ -30,9 +30,7 @@ def _fitted(c: Ctx, model: speed.SpeedModel) -> str:
     """What the fit found (as the last line of `bench backtest`): each family's efficiency and
     each engine's fixed cost per token."""
     sep = c.t("list_sep")
-    effs = sep.join(
-        c.t("method_eff", family=f, eff=1 / u) for f, u in model.inv_efficiency.items()
-    )
+    effs = sep.join(c.t("method_eff", family=f, eff=1 / u) for f, u in model.inv_efficiency.items())
     fixed = sep.join(
         c.t("method_fixed", engine=c.say(speed.engine_label(k)), ms=v * 1000)
         for k, v in model.fixed_s.items()

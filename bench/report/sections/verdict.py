@@ -97,7 +97,5 @@ def _best(c: Ctx, category: str, facts: list[ModelFacts]) -> list[str]:
     if quality and getattr(best, quality) is not None:
         why.append(c.t(f"why_{quality}", value=f"{getattr(best, quality):.0%}"))
     if best.decode[c.pc_gpu] is not None:
-        why.append(
-            c.t("why_speed", card=c.card(c.pc_gpu), tok_s=f"{best.decode[c.pc_gpu]:.1f}")
-        )
+        why.append(c.t("why_speed", card=c.card(c.pc_gpu), tok_s=f"{best.decode[c.pc_gpu]:.1f}"))
     return [label, best.model, c.t("why_sep").join(why)]
