@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rig.catalog import Catalog, load_catalog
 from rig.problems import Problem, ProfileError, known, path_of, show
+from rig.version import RIG
 
 DEFAULT_PROFILE = Path("rig.toml")
 # bench.repetitions and `bench run --repetitions`: one range for both (20 measured requests per
@@ -75,7 +76,7 @@ class PcSection(Section):
                     "gpu",
                     f"{show(self.gpu)} is not a known GPU — known: "
                     f"{known(cat.gpus)}; the planned cards are {', '.join(planned)} "
-                    "(see python -m rig catalog)",
+                    f"(see {RIG} catalog)",
                 )
             )
         if self.cpu not in cat.cpus:
@@ -163,7 +164,7 @@ def _machine_problems(
                 section.p(
                     path,
                     f"{show(name)} is not a known {what} — known: "
-                    f"{known(gpu_names)} (see python -m rig catalog)",
+                    f"{known(gpu_names)} (see {RIG} catalog)",
                 )
             )
         elif not inst.gpu:
@@ -469,7 +470,7 @@ class AwsSection(Section):
                     self.p(
                         path,
                         f"{show(name)} is not a known instance type — known: "
-                        f"{known(gpu_names)} (see python -m rig catalog)",
+                        f"{known(gpu_names)} (see {RIG} catalog)",
                     )
                 )
             elif not inst.gpu:

@@ -25,6 +25,7 @@ from rig.catalog import load_catalog
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, read_all, write
+from rig.version import RIG
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"
@@ -173,12 +174,12 @@ def provision(
         raise CommandError(
             f"provision {state.name}: {state.ssh_user}@{state.host} did not answer over SSH "
             f"({failure_line(run.output)}) — check the VM is running (make status) and rerun "
-            f"python -m rig provision {state.name}"
+            f"{RIG} provision {state.name}"
         )
     if run.rc != 0 or stats["failed"]:
         raise CommandError(
             f"provision {state.name}: {failure_line(run.output)} — fix that, then rerun "
-            f"python -m rig provision {state.name}"
+            f"{RIG} provision {state.name}"
         )
     if check:
         console.print(

@@ -109,7 +109,7 @@ def test_provision_unreachable_is_one_clear_line(tmp_path: Path) -> None:
     state.host, state.ssh_key = "127.0.0.1", str(tmp_path / "missing_key")
     with pytest.raises(
         CommandError,
-        match=r"did not answer over SSH .* rerun python -m rig "
+        match=r"did not answer over SSH .* rerun \.venv/bin/rig "
         r"provision aws-g4dn.2xlarge",
     ):
         provision(state, Profile(), Console(file=io.StringIO()), state_dir=tmp_path)

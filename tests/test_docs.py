@@ -65,7 +65,7 @@ def test_readme_shows_the_test_command_and_ci_runs_it():
 
 def test_readme_has_a_japanese_quick_start():
     section = README.split("## 日本語クイックスタート")[1]
-    assert "make setup && make test" in section and "rig check" in section
+    assert "make setup && make test" in section and "make check" in section
     assert re.search(r"[\u3040-\u30ff]", section)  # kana: written in Japanese
 
 

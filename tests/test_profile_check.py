@@ -24,7 +24,7 @@ CASES = [
         [("pc", "gpu", '"rtx-4070"')],
         {},
         "pc.gpu",
-        ["'rtx-4070' is not a known GPU", "rtx-5060-ti-16gb", "python -m rig catalog"],
+        ["'rtx-4070' is not a known GPU", "rtx-5060-ti-16gb", ".venv/bin/rig catalog"],
     ),
     (
         "unknown-cpu",
@@ -47,7 +47,7 @@ CASES = [
         "aws.instance_types[0]",
         [
             "'g4dn.99xlarge' is not a known instance type — known: g4dn.2xlarge, g4dn.xlarge",
-            "(see python -m rig catalog)",
+            "(see .venv/bin/rig catalog)",
         ],
     ),
     (
@@ -497,7 +497,7 @@ def test_cli_rejects_with_exit_2_and_no_traceback(profile_file):
     assert lines == [
         f"{path}: aws.instance_types[0]: 'g4dn.99xlarge' is not a known instance type — known: "
         "g4dn.2xlarge, g4dn.xlarge, g5.2xlarge, g5.xlarge, g6.2xlarge, g6.xlarge "
-        "(see python -m rig catalog)",
+        "(see .venv/bin/rig catalog)",
         f"{path}: autostop.max_hours: 'x' is not a number — write e.g. max_hours = 4",
     ]
 

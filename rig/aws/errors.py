@@ -6,6 +6,7 @@ import botocore.exceptions
 
 from rig.aws.names import QUOTA_ON_DEMAND, QUOTA_SPOT, quota_link
 from rig.problems import CommandError
+from rig.version import RIG
 
 NO_CREDENTIALS = (
     "no AWS credentials found — run `aws configure` (or `aws sso login`), or export "
@@ -72,7 +73,7 @@ def explain_code(code: str, message: str, *, region: str, what: str = "") -> str
     if code == "Unsupported" or "not supported in your requested Availability Zone" in message:
         return (
             f"{subject} is not offered here ({code}) — pick another instance type or region "
-            "(see python -m rig catalog)"
+            f"(see {RIG} catalog)"
         )
     if code in {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}:
         return (

@@ -32,6 +32,7 @@ from rig.cost import HourlyRates, worst_case_text, worst_case_usd
 from rig.problems import CommandError
 from rig.profile import Placement, Profile
 from rig.state import VmState, iso, utc_now
+from rig.version import RIG
 
 GPU_FAMILIES = ("g", "vt")  # instance families both G and VT quotas count
 # The persistent spot request's end. EC2's default is 7 days from the request (botocore
@@ -243,7 +244,7 @@ def plan_type(
     if not azs:
         raise CommandError(
             f"{itype} is not offered in {region} (describe_instance_type_offerings) — pick "
-            'another region ("TYPE@REGION" in aws.instance_types) or type (python -m rig catalog)'
+            f'another region ("TYPE@REGION" in aws.instance_types) or type ({RIG} catalog)'
         )
     od, od_source = pricing.on_demand_price(cat, placement)
     cap = pricing.compute_cap(section, od)

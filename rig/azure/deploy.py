@@ -37,6 +37,7 @@ from rig.plan import print_plan
 from rig.problems import CommandError
 from rig.profile import Profile
 from rig.state import VmState, iso, read_all, write
+from rig.version import RIG
 
 ARM = "https://management.azure.com"
 VM_TYPE = "azure-native:compute:VirtualMachine"
@@ -146,8 +147,7 @@ def _confirm(deps: Deps, question: str) -> None:
     if not deps.interactive():
         raise CommandError(
             "not deploying: no terminal to ask and no --yes — nothing was created; to accept "
-            "the cost printed above run `make deploy-azure YES=1` (python -m rig deploy azure "
-            "--yes)"
+            f"the cost printed above run `make deploy-azure YES=1` ({RIG} deploy azure --yes)"
         )
     if not deps.confirm(question):
         raise CommandError("deploy cancelled — nothing was created", exit_code=1)
