@@ -52,6 +52,10 @@ class UsageError(Exception):
     """Bad command-line input: one line naming the option, the value and the fix."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a run: the line says where the results are and the command to finish."""
+
+
 def add_run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("run", help="run the workload on every target and store the results")
     run.add_argument(
@@ -440,6 +444,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if created:
             _discard_if_empty(store)
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        if created:
+            _discard_if_empty(store)
+        if not store.dir.is_dir():
+            raise
+        raise Interrupted(
+            f"interrupted — everything measured so far is in {store.dir}; finish it with "
+            f"{BENCH} run --resume {store.dir.name}"
+        ) from None
     except BaseException:
         if created:
             _discard_if_empty(store)
@@ -454,7 +467,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown = ", ".join("/".join(map(str, k)) for k in sorted(missing)[:5])
         console.print(
             f"[red]{len(missing)} planned request(s) have no result line[/red] ({shown}"
-            f"{', …' if len(missing) > 5 else ''}) — finish them with --resume {store.dir.name}"
+            f"{', …' if len(missing) > 5 else ''}) — finish them with {BENCH} run --resume "
+            f"{store.dir.name}"
         )
         return 1
     return 0 if all(o.failed == 0 for o in outcomes) else 1
@@ -553,11 +567,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return 130
     except KeyboardInterrupt:
-        err.print(
-            "interrupted — everything measured so far is in results/; finish it with "
-            "--resume RUN_ID"
-        )
+        err.print("interrupted")
         return 130
     except BrokenPipeError:
         # The reader left (`bench backtest | head`): not an error. Point stdout at /dev/null so

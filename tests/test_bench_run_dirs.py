@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from rig import state
 from rig.catalog import load_catalog
 from rig.profile import REPETITIONS_RANGE, BenchSection
 
+ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
 QUICK = ["--workloads", "chat-en", "--repetitions", "1", "--quick", "--no-report"]
 
@@ -144,3 +150,33 @@ def test_one_repetitions_range_for_the_cli_and_rig_toml(home, reps, capsys):
         f"{reps} must be between {low} and {high} — e.g. repetitions = 3"
     ]
     assert run_dirs(home) == []
+
+
+def test_ctrl_c_mid_run_names_the_run_and_the_command_that_finishes_it(tmp_path):
+    """Ctrl-C after the first result line: the run stays, and the line says how to finish it
+    (the run's own id: `latest` may still point at an earlier run)."""
+    with FakeOllama(token_delay_s=0.2) as ollama:
+        ollama.models.add("llama3:8b")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench", "run", "--target", f"vm={ollama.url}",
+             "--models", "llama3:8b", "--workloads", "chat-en", "--repetitions", "3",
+             "--no-report", "--results-dir", str(tmp_path / "results"),
+             "--state-dir", str(tmp_path / "none")],
+            cwd=ROOT, env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = list((tmp_path / "results").glob("*/results.jsonl"))
+            if rows and rows[0].read_text().strip():
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (run,) = [p for p in (tmp_path / "results").iterdir() if p.name != "latest"]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted — everything measured so far is in {run}; finish it with "
+        f".venv/bin/bench run --resume {run.name}"
+    )
+    assert "Traceback" not in err
