@@ -358,3 +358,18 @@ def offline_worst_case_usd(profile: Profile, size: str) -> float | None:
     except PriceUnknown:
         return None
     return worst_case_usd(worst, round(hours, 2))
+
+
+OFFLINE_UNKNOWN = "price unknown offline; read live at deploy"
+
+
+def offline_unknown_text(profile: Profile, size: str) -> str | None:
+    """What `rig check`, `rig plan` and the README say when the catalog cannot price a VM in
+    its region (None when it can): the rate, the region, and that the deploy reads it live —
+    e.g. "OS disk P15 (Premium_LRS) in westeurope: price unknown offline; read live at deploy"."""
+    try:
+        catalog_cost(profile, size)
+    except PriceUnknown as exc:
+        what = str(exc).split(": price unknown", 1)[0]
+        return f"{what}: {OFFLINE_UNKNOWN}"
+    return None
