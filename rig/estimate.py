@@ -28,7 +28,7 @@ Every figure carries where it came from: live, catalog (with its date), assumpti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from bench import mirror, speed
@@ -37,7 +37,7 @@ from bench.workload import CHARS_PER_TOKEN, Request
 from rig.catalog import Catalog, load_catalog
 from rig.compare import GIB
 from rig.cost import HourlyRates, worst_case_text, worst_case_usd
-from rig.profile import Profile, mb_to_mib
+from rig.profile import DISK_HEADROOM_GB, MODEL_DISK_FACTOR, Profile, mb_to_mib
 
 Cloud = Literal["aws", "azure"]
 
@@ -192,10 +192,12 @@ def aws_standin(
     region: str | None = None,
     compute_now: float | None = None,
     compute_source: str | None = None,
+    live_rates: Any | None = None,
 ) -> Standin:
     """An AWS stand-in. `compute_now`: the $/h to estimate at (a live spot price); without it
     the compute cap stands in (the on-demand price unless spot_max_price is lower: a spot VM
-    never bills more), from the catalog with its date."""
+    never bills more), from the catalog with its date. `live_rates`: the Price List's disk and
+    IPv4 rates the deploy read where the catalog lacks one (rig.aws.pricing.require_rates)."""
     from rig.aws import pricing
     from rig.profile import Placement
 
@@ -205,8 +207,8 @@ def aws_standin(
     inst = cat.instances[instance_type]
     od, od_src = pricing.on_demand_price(cat, place)
     cap = pricing.compute_cap(section, od)
-    worst = pricing.rates_for(section, cat, place, cap) if cap is not None else None
-    rates = pricing.region_rates(cat, region).rates
+    worst = pricing.rates_for(section, cat, place, cap, live_rates) if cap is not None else None
+    rates = pricing.region_rates(cat, region, live_rates).rates
     if compute_now is None:
         compute_now = cap
         if isinstance(section.spot_max_price, float) and section.spot:
@@ -219,6 +221,11 @@ def aws_standin(
             compute_source = "no catalog price"
     now = pricing.rates_for(section, cat, place, compute_now) if compute_now is not None else None
     unknown = None if worst is not None else pricing.unknown_text(section, cat, place)
+    rate_source = (
+        "AWS Price List API, read now"
+        if rates.source == pricing.LIVE_SOURCE
+        else _source_date(cat, rates.source)
+    )
     known = None
     if now is None and compute_now is not None:
         known = HourlyRates(compute_now, 0.0, rates.public_ipv4_hour or 0.0)
@@ -241,10 +248,7 @@ def aws_standin(
         now=now,
         worst=worst,
         compute_source=compute_source or "",
-        rate_sources={
-            "disk": f"gp3 rates, {_source_date(cat, rates.source)}",
-            "public_ip": f"IPv4 rate, {_source_date(cat, rates.source)}",
-        },
+        rate_sources={"disk": f"gp3 rates, {rate_source}", "public_ip": f"IPv4, {rate_source}"},
         unknown=unknown,
         known=known,
     )
@@ -263,13 +267,11 @@ def azure_standin(
     hours until the shutdown schedule (the deploy's CloudStop.hours); default max_hours within
     the schedule's limits (at least its 60 min lead, at most 23 h 59 min)."""
     from rig.azure import pricing
-    from rig.azure.schedule import DAY, MINUTE, SCHEDULE_LEAD
 
     az = profile.azure
     inst = cat.instances[size]
-    lead, most = SCHEDULE_LEAD.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
     if worst_h is None:
-        worst_h = round(min(max(profile.autostop.max_hours, lead), most), 2)
+        worst_h = pricing.offline_worst_case_hours(profile)
     image = cat.images_of("azure")[az.image]
     unknown = None
     known = None
@@ -367,6 +369,49 @@ def standin(profile: Profile, cat: Catalog, target: str) -> Standin:
     if inst.cloud == "aws":
         return aws_standin(profile, cat, itype, region or None)
     return azure_standin(profile, cat, itype)
+
+
+def deployed_standin(
+    profile: Profile,
+    cat: Catalog,
+    *,
+    cloud: str,
+    instance_type: str,
+    region: str | None = None,
+    usd_per_hour: float | None = None,
+    price_source: str | None = None,
+    disk_usd_per_hour: float | None = None,
+    public_ip_usd_per_hour: float | None = None,
+) -> Standin | None:
+    """A deployed VM as its state file describes it (what the bench hands over): its hardware
+    from the catalog, and the prices the deploy recorded — compute, disk and IP — where given,
+    the catalog's otherwise. None for a type the catalog does not know."""
+    inst = cat.instances.get(instance_type)
+    if inst is None or inst.gpu is None or cloud not in ("aws", "azure"):
+        return None
+    if cloud == "aws":
+        base = aws_standin(profile, cat, instance_type, region)
+    else:
+        base = azure_standin(profile, cat, instance_type)
+        if region and region != base.region:
+            base = replace(base, region=region)
+    if usd_per_hour is None:
+        return base
+    fallback = base.now or base.known or HourlyRates(0.0)
+    disk = disk_usd_per_hour if disk_usd_per_hour is not None else fallback.disk
+    ip = public_ip_usd_per_hour if public_ip_usd_per_hour is not None else fallback.public_ip
+    rates = HourlyRates(usd_per_hour, disk, ip, fallback.other)
+    complete = disk_usd_per_hour is not None or base.now is not None
+    recorded = "the price the deploy recorded (.state)"
+    return replace(
+        base,
+        now=rates if complete else None,
+        known=None if complete else rates,
+        compute_source=f"{price_source or 'state file'}: {recorded}",
+        rate_sources={"disk": recorded, "public_ip": recorded}
+        if disk_usd_per_hour is not None
+        else base.rate_sources,
+    )
 
 
 # --------------------------------------------------------------------------------- the work
@@ -656,9 +701,11 @@ def estimate(
         sources["load"] = f"model loads read the disk at {s.disk.text()} (every warm-up: a bound)"
     else:
         notes.append("disk rate unknown: model loads not counted")
-    disk_needed = round(s.os_disk_gb + pull_gb, 1)
+    # The same rule as `rig check` (rig.profile): image + models x 1.1 + headroom.
+    disk_needed = round(s.os_disk_gb + pull_gb * MODEL_DISK_FACTOR + DISK_HEADROOM_GB, 1)
     sources["disk_space"] = (
-        f"image {s.os_disk_gb:g} GB (catalog images.toml, an estimate) + models {pull_gb:.1f} GB"
+        f"image {s.os_disk_gb:g} GB (catalog images.toml, an estimate) + models {pull_gb:.1f} GB "
+        f"x {MODEL_DISK_FACTOR} + {DISK_HEADROOM_GB} GB headroom, as rig check counts"
     )
 
     pc_gpu = profile.pc.gpu
@@ -730,7 +777,7 @@ def estimate(
     if not est.disk_fits:
         est.notes.append(
             f"disk: {disk_needed:g} GB needed (image + models) but disk_gb = {s.disk_gb:g} — "
-            f"set {s.cloud}.disk_gb = {math.ceil(disk_needed / 10) * 10 + 10} or bench fewer models"
+            f"set {s.cloud}.disk_gb = {math.ceil(disk_needed / 10) * 10} or bench fewer models"
         )
     if not est.fits_window:
         _split(est, s, setup_s, idle_s)

@@ -1,9 +1,11 @@
 """Today's prices for `rig plan`: live where it can read them, the catalog's otherwise.
 
+Live when that cloud's credentials exist (as for a deploy), else the catalog's with its date.
 AWS: the spot price now (describe_spot_price_history, the cheapest AZ: where the deploy goes),
-when boto3 is installed and credentials exist. Azure: the public retail prices API (no
-sign-in) for compute, the OS disk and the public IP. Anything that cannot be read leaves that
-stand-in on catalog prices, and the plan says why; nothing here ever fails the plan.
+when boto3 is installed and credentials resolve. Azure, when signed in (`az login` or a service
+principal): the public retail prices API for compute, the OS disk and the public IP. Anything
+that cannot be read leaves that stand-in on catalog prices, and the plan says why; nothing here
+ever fails the plan.
 The arithmetic stays in rig.cost (through rig.aws.pricing / rig.azure.pricing).
 """
 
@@ -100,10 +102,15 @@ def _azure(
     profile: Profile, cat: Catalog, http: Any | None, now: dt.datetime, out: Priced
 ) -> list[Standin]:
     from rig.azure import pricing
+    from rig.azure.credentials import find_credentials
     from rig.azure.http import urllib_http
 
     az = profile.azure
-    http = http or urllib_http
+    if http is None:
+        if find_credentials(subscription=az.subscription) is None:
+            out.notes.append("Azure: not signed in (az login): catalog prices")
+            return [azure_standin(profile, cat, size) for size in az.vm_sizes]
+        http = urllib_http
     found = []
     for size in az.vm_sizes:
         quote = pricing.retail_price(az.location, size, http, now)
