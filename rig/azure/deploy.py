@@ -196,8 +196,8 @@ def deploy(
     stop = cloud_stop(profile.autostop, start)  # an unknown time zone fails before anything
     print_plan(profile, console, cloud="azure")
     console.print(
-        "(The plan's worst case is compute at catalog prices for max_hours; the figure below is "
-        "what the cloud-side stop enforces: live prices, OS disk and public IP included.)",
+        "(The table above prices from the catalog; below: live prices — compute, OS disk and "
+        "public IP — the worst case the cloud-side stop enforces, and rig plan's estimate.)",
         style="dim",
     )
 
