@@ -248,7 +248,8 @@ def _estimates(
     the prices in the target's state file; no cloud SDK, no network): its bench part only, as
     the VM is set up and its models pulled at deploy. Stored in meta.json for the report's
     estimate-vs-actual; a target the catalog cannot describe gets none."""
-    from rig.estimate import deployed_standin, estimate
+    from rig.estimate import estimate
+    from rig.standin import deployed_standin
 
     try:
         profile = load_profile(config) if config.exists() else Profile()

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.catalog import Catalog
-from rig.estimate import Standin, aws_standin, azure_standin, standins
 from rig.profile import Profile
+from rig.standin import Standin, aws_standin, azure_standin, standins
 from rig.state import iso
 
 

@@ -29,9 +29,10 @@ from rig.aws.session import Aws, AwsFactory, owner_of, tags_of
 from rig.catalog import Catalog
 from rig.catalog.schema import RegionRates
 from rig.cost import HourlyRates, worst_case_text, worst_case_usd
-from rig.estimate import aws_standin, estimate
+from rig.estimate import estimate
 from rig.problems import CommandError
 from rig.profile import Placement, Profile
+from rig.standin import aws_standin
 from rig.state import VmState, iso, utc_now
 
 GPU_FAMILIES = ("g", "vt")  # instance families both G and VT quotas count

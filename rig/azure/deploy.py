@@ -33,10 +33,11 @@ from rig.azure.pulumi_cli import FileBackend, Pulumi, backend_dir
 from rig.azure.schedule import SCHEDULE_LEAD, SCHEDULE_MARGIN, CloudStop, cloud_stop
 from rig.catalog import Catalog, load_catalog
 from rig.cost import HourlyRates, stopped_usd_per_day, worst_case_text, worst_case_usd
-from rig.estimate import azure_standin, estimate
+from rig.estimate import estimate
 from rig.plan import print_plan
 from rig.problems import CommandError
 from rig.profile import Profile
+from rig.standin import azure_standin
 from rig.state import VmState, iso, read_all, write
 
 ARM = "https://management.azure.com"
