@@ -121,6 +121,7 @@ class ModelEstimate:
     start_s: float = 0.0  # from boot
     end_s: float = 0.0
     in_window: bool = True
+    by_workload: dict[str, float] = field(default_factory=dict)  # seconds, warm-ups included
 
 
 @dataclass
@@ -167,6 +168,14 @@ class TargetEstimate:
     def fits_window(self) -> bool:
         return self.total_s <= self.window_h * 3600
 
+    def by_workload(self) -> dict[str, float]:
+        """Bench seconds per workload over every model (warm-ups with the workload they start)."""
+        out: dict[str, float] = {}
+        for m in self.models:
+            for w, sec in m.by_workload.items():
+                out[w] = out.get(w, 0.0) + sec
+        return out
+
     @property
     def billed_h(self) -> float:
         return min(self.total_s / 3600, self.window_h)
@@ -188,6 +197,7 @@ class TargetEstimate:
         out = asdict(self)
         out["disk_fits"] = self.disk_fits
         out["fits_window"] = self.fits_window
+        out["by_workload"] = self.by_workload()
         return out
 
 
@@ -311,8 +321,10 @@ def _model_estimate(
     if verdict == "no":  # cannot load: every request fails at its warm-up, in no time
         return ModelEstimate(model, mc.weights_gb, len(works), 0, skipped, share, verdict,
                              None, None, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
+    by_workload: dict[str, float] = {}
     for w in works:
         req = w.request
+        before = load_s + prefill_s + decode_s
         if req.num_ctx != warm_ctx:  # the runner warms up at every context change
             warm_ctx = req.num_ctx
             warmups += 1
@@ -323,9 +335,12 @@ def _model_estimate(
         if p + d > request_timeout_s:  # the bench fails it there and goes on
             p, d = p * request_timeout_s / (p + d), d * request_timeout_s / (p + d)
         prefill_s, decode_s = prefill_s + p, decode_s + d
+        spent = load_s + prefill_s + decode_s - before
+        by_workload[req.workload] = by_workload.get(req.workload, 0.0) + spent
     total = load_s + prefill_s + decode_s
     return ModelEstimate(model, mc.weights_gb, len(works), warmups, skipped, share, verdict,
-                         decode, prefill, load_s, prefill_s, decode_s, total)  # fmt: skip
+                         decode, prefill, load_s, prefill_s, decode_s, total,
+                         by_workload=by_workload)  # fmt: skip
 
 
 def estimate(

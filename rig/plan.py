@@ -386,6 +386,8 @@ def _target_lines(t: TargetEstimate, gpu_name: str) -> list[str]:
         f"  bench      {duration(t.bench_s):>11}  range {duration(t.bench_low_s)} – "
         f"{duration(t.bench_high_s)}; {sum(m.requests for m in t.models)} requests + "
         f"{sum(m.warmups for m in t.models)} warm-ups (projection, per model below)",
+        f"  {'':11}{'':>11}  per workload: "
+        + ", ".join(f"{w} {duration(sec)}" for w, sec in t.by_workload().items()),
         f"  idle stop  {duration(t.idle_s):>11}  {escape(src.get('idle', ''))}",
         f"  total      {duration(t.total_s):>11}  {window}",
         f"  disk       {t.disk_needed_gb:>8g} GB  of disk_gb {t.disk_gb:g}: {disk} "

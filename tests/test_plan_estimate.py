@@ -101,6 +101,8 @@ def test_default_plan_counts_what_the_bench_runs_and_adds_up(profile_file):
         assert m.requests == len(works)
         assert m.warmups == 1 + sum(a != b for a, b in itertools.pairwise(ctx))
         assert m.seconds == pytest.approx(m.load_s + m.prefill_s + m.decode_s)
+        assert sum(m.by_workload.values()) == pytest.approx(m.seconds)
+        assert set(m.by_workload) == {w.request.workload for w in works}
         assert m.end_s == pytest.approx(m.start_s + m.seconds)
     llama = next(m for m in est.models if m.model == "llama3:8b")
     # llama3:8b's context is 8192 (catalog): the bench skips the 16k and 32k cases, so does this.
@@ -229,6 +231,8 @@ def test_json_schema(profile_file, capsys):
     }.items():  # fmt: skip
         assert isinstance(aws[key], kind), key
     assert aws["bench_low_s"] < aws["bench_s"] < aws["bench_high_s"]
+    assert set(aws["by_workload"]) == {"chat-en", "chat-ja", "code", "long-context"}
+    assert sum(aws["by_workload"].values()) == pytest.approx(aws["bench_s"])
     assert isinstance(aws["usd"], float) and az["usd"] is None and az["usd_floor"] > 0
     assert set(aws["rates"]) == {"compute", "disk", "public_ip", "other"}
     model = aws["models"][0]
