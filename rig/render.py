@@ -249,14 +249,17 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
     ram = cat.ram[profile.pc.ram]
 
     def machines(cloud: str, names: list[str], region: str, section: Any) -> list[dict[str, Any]]:
+        # The worst case from the one formula (rig.cost via rig.azure.pricing): compute at its
+        # cap + OS disk + public IP, each from a figure published for this very region.
+        from rig.azure import pricing as az_pricing
+
         out = []
         for name in names:
             inst = cat.instances[name]
             gpu = cat.gpus[inst.gpu or ""]
             price = inst.price_in(region)
-            # Spot bills at most its cap: the on-demand price unless the profile sets another.
-            cap = section.spot_max_price if section.spot and section.spot_max_price != "" else None
-            hourly = cap if cap is not None else (price.usd_per_hour if price else None)
+            unknown = az_pricing.offline_unknown_text(profile, name)
+            rates = None if unknown else az_pricing.catalog_cost(profile, name).worst
             out.append(
                 {
                     "type": name,
@@ -266,9 +269,10 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
                     "ram_gib": inst.ram_gib,
                     "on_demand_usd_per_hour": price.usd_per_hour if price else None,
                     "price_source": price.source if price else None,
-                    "worst_case_usd": None
-                    if hourly is None
-                    else round(hourly * profile.autostop.max_hours, 2),
+                    "disk_usd_per_hour": round(rates.disk, 4) if rates else None,
+                    "public_ipv4_usd_per_hour": rates.public_ip if rates else None,
+                    "worst_case_usd": az_pricing.offline_worst_case_usd(profile, name),
+                    "price_unknown": unknown,
                 }
             )
         return out

@@ -69,6 +69,8 @@ def test_first_deploy_pins_ami_and_valid_until_and_prints_the_cost(
     assert "g4dn.2xlarge in eu-west-1 (eu-west-1a): spot $" in text
     assert f"disk ${rates.disk:.3f}/h" in text and "public IPv4 $0.005/h" in text
     assert worst_case_text(rates, 4) in text
+    # rig plan's estimate at the spot price just read, ending in the same worst case (#16).
+    assert "  estimated " in text and f"; {worst_case_text(rates, 4)}\n" in text
     assert "while stopped (the disk) until make destroy" in text
 
 

@@ -250,6 +250,12 @@ class Regions(_Strict):
 class AzureDiskTier(_Strict):
     name: str  # billing tier, e.g. "P15": the provisioned size rounds up to the next tier
     size_gib: int
+    # Throughput per disk in MB/s as Microsoft's size tables give it (the same documents as the
+    # sizes): `mbs` always, `burst_mbs` for the first `burst_min` minutes where a tier bursts
+    # by credits (Premium SSD P1-P20: 170 MB/s for 30 min). None: not published here.
+    mbs: float | None = Field(default=None, gt=0)
+    burst_mbs: float | None = Field(default=None, gt=0)
+    burst_min: float | None = Field(default=None, gt=0)
 
 
 class PublishedPrice(_Strict):
