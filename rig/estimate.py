@@ -403,7 +403,8 @@ def estimate(
     if setup:
         sources["setup"] = (
             f"assumption: {setup_s / 60:g} min from the deploy's start (where the max_hours "
-            "clock starts) to a provisioned VM: stack, boot, SSH, Ansible (--setup-minutes)"
+            "clock starts) to a provisioned VM: stack, boot, SSH, Ansible before the model "
+            "pulls (--setup-minutes)"
         )
     pull_gb = sum(cat.models[m].download_gb for m in known)
     pull_s = 0.0

@@ -496,6 +496,7 @@ def test_readme_check_plan_and_confirmations_show_one_worst_case(profile_file, c
     assert unknown is not None and unknown in readme_we
     floor = f"at least ${az_est.worst_floor_usd:.2f}"
     assert az_est.worst_text == f"worst case 4 h: {floor} + {unknown}" and unknown in check
+    assert f"worst case {floor} + {unknown}" in check  # rig check: the same known part
     # eastus, where every rate is published: the README's figure = check = plan.
     east_path = profile_file(("azure", "location", '"eastus"'))
     east = load_profile(east_path)

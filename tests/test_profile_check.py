@@ -543,6 +543,7 @@ def test_cli_check_json_resolves_prices_and_worst_case():
         "public_ipv4_usd_per_hour": 0.005,
         "worst_case_usd": round((0.838 + (200 * 0.088 + 292 * 0.044) / 672 + 0.005) * 4, 2),
         "price_unknown": None,
+        "worst_case_floor_usd": None,
     }
     assert data["resolved"]["pc"]["ram_bandwidth_gbs"] == 89.6
     assert any("mixtral" in note for note in data["advisories"])
