@@ -280,7 +280,9 @@ def azure_standin(
         disk_gb=az.disk_gb,
         os_disk_gb=image.os_disk_gb,
         disk=_azure_disk(profile, cat),
-        window_h=profile.autostop.max_hours,
+        # The watchdog stops it at max_hours; the shutdown schedule at worst_h, which is never
+        # more than 23 h 59 min (rig/azure/schedule.py): whichever comes first.
+        window_h=min(profile.autostop.max_hours, worst_h),
         worst_h=worst_h,
         setup_min=SETUP_MIN[image.driver_preinstalled],
         now=now,

@@ -293,6 +293,20 @@ def test_plan_shows_what_a_stopped_vm_costs_per_day(profile_file, capsys):
     assert "after the stop at least $0.12/day (the OS disk and the static public IP" in out
 
 
+def test_azure_window_ends_where_the_shutdown_schedule_can_hold_it(profile_file):
+    """max_hours = 30 (allow_long_runs): Azure's daily shutdown schedule deallocates the VM
+    after 23 h 59 min at most (rig/azure/schedule.py), so the plan's window, bill and worst case
+    stop there; the watchdog's shorter max_hours (0.25) still ends the window sooner, while the
+    schedule's 60-minute lead bounds the worst case."""
+    long = load_profile(
+        profile_file(("autostop", "max_hours", "30"), ("autostop", "allow_long_runs", "true"))
+    )
+    s = azure_standin(long, CAT, NC8)
+    assert s.window_h == s.worst_h == 23.98
+    short = azure_standin(load_profile(profile_file(("autostop", "max_hours", "0.25"))), CAT, NC8)
+    assert (short.window_h, short.worst_h) == (0.25, 1.0)
+
+
 def test_daily_shutdown_is_planned_for(profile_file):
     """Both clouds also stop the VMs daily at autostop.daily_shutdown (AWS: the stack's
     EventBridge Scheduler cron; Azure: the shutdown schedule): the plan says by when to deploy
