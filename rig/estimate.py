@@ -530,8 +530,9 @@ def _daily_note(profile: Profile, est: TargetEstimate) -> str | None:
         return None
     hour, minute = (int(p) for p in a.daily_shutdown.split(":"))
     work_s = est.setup_s + est.pull_s + est.bench_high_s  # the upper end of the range
-    latest = hour * 60 + minute - math.ceil(work_s / 60)
-    if latest < 0:
+    need = math.ceil(work_s / 60)
+    latest = (hour * 60 + minute - need) % (24 * 60)  # the stop recurs daily
+    if need >= 24 * 60:
         return (
             f"autostop.daily_shutdown {a.daily_shutdown} ({a.timezone}) stops the VM every day: "
             f"this run ({duration(work_s)} to the last answer) cannot end before it from any "

@@ -317,6 +317,13 @@ def test_daily_shutdown_is_planned_for(profile_file):
     latest = 19 * 60 - upper
     (note,) = [n for n in est.notes if n.startswith("autostop.daily_shutdown")]
     assert f"by {latest // 60:02d}:{latest % 60:02d} UTC" in note
+    # An early daily stop wraps round midnight: 01:00 and a run of ~2 h -> deploy by ~23:00.
+    early = estimate(
+        load_profile(profile_file(("autostop", "daily_shutdown", '"01:00"'))), CAT, G4DN
+    )
+    latest = (24 * 60 + 60 - upper) % (24 * 60)
+    (note,) = [n for n in early.notes if n.startswith("autostop.daily_shutdown")]
+    assert f"deploy after 01:00 or by {latest // 60:02d}:{latest % 60:02d} UTC" in note
     off = load_profile(profile_file(("autostop", "daily_shutdown", '"off"')))
     assert not [n for n in estimate(off, CAT, G4DN).notes if "daily_shutdown" in n]
 
