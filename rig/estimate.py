@@ -36,7 +36,7 @@ from bench.runner import WARMUP_PREDICT, Plan, plan_work
 from bench.workload import CHARS_PER_TOKEN, Request
 from rig.catalog import Catalog, load_catalog
 from rig.compare import GIB
-from rig.cost import HourlyRates, worst_case_text, worst_case_usd
+from rig.cost import HourlyRates, stopped_usd_per_day, worst_case_text, worst_case_usd
 from rig.profile import DISK_HEADROOM_GB, MODEL_DISK_FACTOR, Profile
 from rig.standin import (
     SETUP_MIN,
@@ -155,18 +155,33 @@ class TargetEstimate:
     unknown: str | None = None
     usd_floor: float | None = None  # the known part when a rate is unknown offline
     not_reached: list[str] = field(default_factory=list)  # models after the window ends
-    runs: list[list[str]] = field(default_factory=list)  # a split into windows that fit
+    # A split into windows that each fit (the first window may hold setup and pulls only: an
+    # empty list); empty when the run fits, or when no split can fit (see notes).
+    runs: list[list[str]] = field(default_factory=list)
     hours_needed: float | None = None  # a max_hours that would fit it all
     worst_needed_usd: float | None = None  # the worst case at hours_needed
     notes: list[str] = field(default_factory=list)
+    # The known part of the worst case when a rate is unknown offline ("at least").
+    worst_floor_usd: float | None = None
+    # What the VM still bills per day once stopped, until `make destroy` (what, and the known
+    # part when a rate is unknown offline).
+    stopped_usd_per_day: float | None = None
+    stopped_floor_usd_per_day: float | None = None
+    stopped_what: str = ""
 
     @property
     def disk_fits(self) -> bool:
         return self.disk_needed_gb <= self.disk_gb
 
     @property
+    def work_s(self) -> float:
+        """Seconds from the deploy's start to the bench's last answer: what must fit the
+        window (the idle tail after it may be cut short by the stop; that only saves)."""
+        return self.setup_s + self.pull_s + self.bench_s
+
+    @property
     def fits_window(self) -> bool:
-        return self.total_s <= self.window_h * 3600
+        return self.work_s <= self.window_h * 3600
 
     def by_workload(self) -> dict[str, float]:
         """Bench seconds per workload over every model (warm-ups with the workload they start)."""
@@ -184,7 +199,9 @@ class TargetEstimate:
         """ "estimated 47 min, $0.31; worst case 4 h, $3.71" — the deploy confirmation's."""
         when = duration(self.total_s)
         if not self.fits_window:
-            when += f" (more than max_hours {self.window_h:g} h: it stops then; see make plan)"
+            when += (
+                f" (the VM stops after {self.window_h:g} h, before the bench ends: see make plan)"
+            )
         if self.usd is not None:
             money = f"${self.usd:.2f}"
         elif self.usd_floor is not None:
@@ -385,7 +402,9 @@ def estimate(
     setup_s = (setup_min if setup_min is not None else s.setup_min) * 60 if setup else 0.0
     if setup:
         sources["setup"] = (
-            f"assumption: {setup_s / 60:g} min for boot, SSH and Ansible (--setup-minutes)"
+            f"assumption: {setup_s / 60:g} min from the deploy's start (where the max_hours "
+            "clock starts) to a provisioned VM: stack, boot, SSH, Ansible before the model "
+            "pulls (--setup-minutes)"
         )
     pull_gb = sum(cat.models[m].download_gb for m in known)
     pull_s = 0.0
@@ -456,17 +475,20 @@ def estimate(
     usd = round(rates.running * hours_billed, 2) if rates else None
     floor = round(s.known.running * hours_billed, 2) if s.known and rates is None else None
     worst = worst_case_usd(s.worst, s.worst_h) if s.worst else None
-    worst_text = (
-        worst_case_text(s.worst, s.worst_h)
-        if s.worst
-        else (f"worst case {s.worst_h:g} h: {s.unknown}")
-    )
+    if s.worst:
+        worst_text = worst_case_text(s.worst, s.worst_h)
+    elif s.worst_known:  # the known part, as a floor: never a figure that looks complete
+        floor_usd = worst_case_usd(s.worst_known, s.worst_h)
+        worst_text = f"worst case {s.worst_h:g} h: at least ${floor_usd:.2f} + {s.unknown}"
+    else:
+        worst_text = f"worst case {s.worst_h:g} h: {s.unknown}"
     sources["compute"] = s.compute_source
     sources.update(s.rate_sources)
     if s.unknown:
         sources["unknown"] = s.unknown
     sources["worst_case"] = "rig.cost.worst_case_usd: compute at its cap + disk + IP, max_hours"
 
+    stopped = s.stopped or s.stopped_known
     est = TargetEstimate(
         target=s.name, cloud=s.cloud, instance_type=s.instance_type, region=s.region, gpu=s.gpu,
         models=per_model, setup_s=setup_s, pull_s=pull_s, pull_gb=round(pull_gb, 1),
@@ -476,15 +498,51 @@ def estimate(
         worst_h=s.worst_h, worst_text=worst_text,
         rates=_rates_dict(rates or s.known), sources=sources, unknown=s.unknown,
         usd_floor=floor, notes=notes,
+        worst_floor_usd=worst_case_usd(s.worst_known, s.worst_h)
+        if s.worst is None and s.worst_known
+        else None,
+        stopped_usd_per_day=stopped_usd_per_day(s.stopped) if s.stopped else None,
+        stopped_floor_usd_per_day=(
+            stopped_usd_per_day(s.stopped_known) if s.stopped is None and s.stopped_known else None
+        ),
+        stopped_what=s.stopped_what if stopped else "",
     )  # fmt: skip
     if not est.disk_fits:
         est.notes.append(
             f"disk: {disk_needed:g} GB needed (image + models) but disk_gb = {s.disk_gb:g} — "
             f"set {s.cloud}.disk_gb = {math.ceil(disk_needed / 10) * 10} or bench fewer models"
         )
+    if s.disk_type_note:
+        est.notes.append(s.disk_type_note)
     if not est.fits_window:
-        _split(est, s, setup_s, idle_s)
+        _split(est, s, setup_s)
+    daily = _daily_note(profile, est)
+    if daily:
+        est.notes.append(daily)
     return est
+
+
+def _daily_note(profile: Profile, est: TargetEstimate) -> str | None:
+    """When autostop.daily_shutdown would cut the run short: the latest deploy start (local
+    time) that lets the bench end before it. Both clouds stop the VMs daily at that time."""
+    a = profile.autostop
+    if a.daily_shutdown == "off" or est.bench_s <= 0:
+        return None
+    hour, minute = (int(p) for p in a.daily_shutdown.split(":"))
+    work_s = est.setup_s + est.pull_s + est.bench_high_s  # the upper end of the range
+    need = math.ceil(work_s / 60)
+    latest = (hour * 60 + minute - need) % (24 * 60)  # the stop recurs daily
+    if need >= 24 * 60:
+        return (
+            f"autostop.daily_shutdown {a.daily_shutdown} ({a.timezone}) stops the VM every day: "
+            f"this run ({duration(work_s)} to the last answer) cannot end before it from any "
+            'start time — set daily_shutdown = "off" (max_hours still stops it) or split the run'
+        )
+    return (
+        f"autostop.daily_shutdown {a.daily_shutdown} ({a.timezone}) stops the VM every day: "
+        f"deploy after {a.daily_shutdown} or by {latest // 60:02d}:{latest % 60:02d} "
+        f"{a.timezone} for the bench to end first"
+    )
 
 
 def _rates_dict(rates: HourlyRates | None) -> dict[str, float] | None:
@@ -493,31 +551,40 @@ def _rates_dict(rates: HourlyRates | None) -> dict[str, float] | None:
     return {k: round(v, 5) for k, v in asdict(rates).items()}
 
 
-def _split(est: TargetEstimate, s: Standin, setup_s: float, idle_s: float) -> None:
+def _split(est: TargetEstimate, s: Standin, setup_s: float) -> None:
     """Which models the window does not reach, and runs that each fit one window: the first
-    with setup and pulls, each further one after `make deploy-<cloud>` again (it starts the VM
-    and moves the max_hours stop; counted as the setup time again), in the bench's order."""
+    after setup and pulls, each further one after `make deploy-<cloud>` again (it starts the
+    VM and moves the max_hours stop; counted as the setup time again), in the bench's order.
+    No split is offered when one cannot fit (setup alone, or one model, fills a window)."""
     window = s.window_h * 3600
     est.not_reached = [m.model for m in est.models if not m.in_window]
-    runs: list[list[str]] = []
-    budget = window - est.setup_s - est.pull_s - idle_s
-    current: list[str] = []
-    for m in est.models:
-        if current and m.seconds > budget:
-            runs.append(current)
-            current, budget = [], window - setup_s - idle_s
-        current.append(m.model)
-        budget -= m.seconds
-    if current:
-        runs.append(current)
-    est.runs = runs if len(runs) > 1 else []
-    too_long = [m.model for m in est.models if m.seconds > window - setup_s - idle_s]
-    if too_long:
-        est.notes.append(
-            f"{', '.join(too_long)}: longer than one max_hours window on its own — raise "
-            "max_hours or bench it with fewer workloads/repetitions"
-        )
-    needed = math.ceil(est.total_s / 3600 * 2) / 2  # half hours
-    est.hours_needed = needed
+    per_run = window - setup_s  # a further window: deploy again, then models
+    too_long = [m.model for m in est.models if m.seconds > per_run]
+    needed = math.ceil((est.setup_s + est.pull_s + est.bench_high_s) / 3600 * 2) / 2
+    est.hours_needed = needed  # the upper end of the bench's range, to the half hour
     if s.worst is not None:
         est.worst_needed_usd = worst_case_usd(s.worst, needed)
+    if per_run <= 0:
+        est.notes.append(
+            f"setup ({duration(setup_s)}) alone fills the max_hours window of {s.window_h:g} h: "
+            f"nothing would be benched — raise autostop.max_hours to {needed:g}"
+        )
+        return
+    if too_long:
+        est.notes.append(
+            f"{', '.join(too_long)}: longer than one max_hours window on its own (after "
+            f"{duration(setup_s)} of setup) — raise autostop.max_hours, or bench it with fewer "
+            "workloads/repetitions"
+        )
+        return
+    runs: list[list[str]] = []
+    current: list[str] = []
+    budget = window - est.setup_s - est.pull_s
+    for m in est.models:
+        if m.seconds > budget:
+            runs.append(current)  # the first may be empty: that window only pulls
+            current, budget = [], per_run
+        current.append(m.model)
+        budget -= m.seconds
+    runs.append(current)
+    est.runs = runs if len(runs) > 1 else []

@@ -36,6 +36,7 @@ from rig.estimate import (
     estimate,
 )
 from rig.live_prices import priced_standins
+from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import resolved
 
@@ -295,7 +296,32 @@ class SpendingPlan:
 
     @property
     def wall_s(self) -> float:
-        return max((t.total_s for t in self.targets), default=0.0)
+        """Wall time until every VM has stopped: each runs until its idle stop, or until the
+        max_hours stop when that comes first."""
+        return max((min(t.total_s, t.window_h * 3600) for t in self.targets), default=0.0)
+
+    @property
+    def worst_floor_usd(self) -> float:
+        """The known part of the total worst case (where a rate is unknown offline)."""
+        return round(sum(t.worst_usd if t.worst_usd is not None else (t.worst_floor_usd or 0.0)
+                         for t in self.targets), 2)  # fmt: skip
+
+    @property
+    def stopped_usd_per_day(self) -> float | None:
+        known = [t.stopped_usd_per_day for t in self.targets]
+        return None if None in known else round(sum(k or 0.0 for k in known), 2)
+
+    @property
+    def stopped_floor_usd_per_day(self) -> float:
+        return round(
+            sum(
+                t.stopped_usd_per_day
+                if t.stopped_usd_per_day is not None
+                else (t.stopped_floor_usd_per_day or 0.0)
+                for t in self.targets
+            ),
+            2,
+        )
 
     @property
     def usd(self) -> float | None:
@@ -324,6 +350,10 @@ class SpendingPlan:
                 "usd": self.usd,
                 "usd_floor": self.usd_floor,
                 "worst_usd": self.worst_usd,
+                "worst_floor_usd": self.worst_floor_usd,
+                "stopped_usd_per_day": self.stopped_usd_per_day,
+                "stopped_floor_usd_per_day": self.stopped_floor_usd_per_day,
+                "fits_window": all(t.fits_window for t in self.targets),
             },
         }
 
@@ -371,12 +401,26 @@ def _rates_text(t: TargetEstimate) -> str:
     return " + ".join(parts)
 
 
+def _stopped(t: TargetEstimate) -> str:
+    """What the stopped VM still costs per day until make destroy."""
+    if t.stopped_usd_per_day is not None:
+        return f"${t.stopped_usd_per_day:.2f}/day ({t.stopped_what}) until make destroy"
+    if t.stopped_floor_usd_per_day is not None:
+        return (
+            f"at least ${t.stopped_floor_usd_per_day:.2f}/day ({t.stopped_what}; the disk's "
+            "price is read live at deploy) until make destroy"
+        )
+    return f"{t.stopped_what or 'the disk'}: price unknown offline, until make destroy"
+
+
 def _target_lines(t: TargetEstimate, gpu_name: str) -> list[str]:
     src = t.sources
     window = (
-        f"fits max_hours {t.window_h:g} h"
+        f"the bench ends {duration(t.window_h * 3600 - t.work_s)} before the max_hours stop "
+        f"({t.window_h:g} h)"
         if t.fits_window
-        else f"[red]more than max_hours {t.window_h:g} h[/red]: the VM stops then"
+        else f"[red]the bench needs more than max_hours {t.window_h:g} h[/red]: the VM stops "
+        "before it ends"
     )
     disk = "fits" if t.disk_fits else "[red]does NOT fit[/red]"
     lines = [
@@ -393,17 +437,25 @@ def _target_lines(t: TargetEstimate, gpu_name: str) -> list[str]:
         f"  disk       {t.disk_needed_gb:>8g} GB  of disk_gb {t.disk_gb:g}: {disk} "
         f"({escape(src.get('disk_space', ''))})",
         f"  $ estimate {'':>11}  {escape(_usd(t))}",
-        f"             {'':>11}  {escape(_rates_text(t))}",
+    ]
+    if rates := _rates_text(t):
+        lines.append(f"             {'':>11}  {escape(rates)}")
+    lines += [
         f"  {escape(t.worst_text)} (rig.cost: compute at its cap + disk + IP until the "
         "cloud-side stop)",
+        f"  after the stop {escape(_stopped(t))}",
     ]
     if t.not_reached:
         late = escape(", ".join(t.not_reached))
         lines.append(f"  [red]not reached before the max_hours stop[/red]: {late}")
     if t.runs:
-        lines.append(f"  split into {len(t.runs)} runs that each fit {t.window_h:g} h:")
+        lines.append(f"  split into {len(t.runs)} windows that each fit {t.window_h:g} h:")
         for i, run in enumerate(t.runs, 1):
-            lines.append(f"    run {i}: python -m bench run --models {escape(' '.join(run))}")
+            lines.append(
+                f"    window {i}: python -m bench run --models {escape(' '.join(run))}"
+                if run
+                else f"    window {i}: setup and model pulls only"
+            )
         lines.append(
             "    (before each further run: make deploy-" + t.cloud + " again, which starts the "
             "VM and moves the max_hours stop)"
@@ -427,7 +479,7 @@ def model_table(t: TargetEstimate) -> Table:
     """Per model: size, share on the GPU, projected rates, requests + warm-ups, time, and when
     it is done counted from boot (late: after the max_hours stop)."""
     table = Table(
-        title=f"{t.target}: bench time per model (projection; done at = h:mm from boot)",
+        title=f"{t.target}: bench time per model (projection; done at = h:mm from the deploy)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -483,19 +535,25 @@ def print_spending(sp: SpendingPlan, console: Console, cat: Catalog) -> None:
         worst = (
             f"${sp.worst_usd:.2f}"
             if sp.worst_usd is not None
-            else "unknown offline (a rate is read live at deploy)"
+            else f"at least ${sp.worst_floor_usd:.2f} + what is read live at deploy"
         )
+        stopped = (
+            f"${sp.stopped_usd_per_day:.2f}/day"
+            if sp.stopped_usd_per_day is not None
+            else f"at least ${sp.stopped_floor_usd_per_day:.2f}/day"
+        )
+        cut = "" if all(t.fits_window for t in sp.targets) else " (cut short by max_hours)"
         say(
             f"[bold]All {len(sp.targets)} stand-ins[/bold] (they run side by side): "
-            f"{duration(sp.wall_s)} wall time, {usd} estimated; worst case {worst}",
+            f"{duration(sp.wall_s)} wall time{cut}, {usd} estimated; worst case {worst}; "
+            f"after the stops {stopped} until make destroy",
             highlight=False,
             soft_wrap=True,
         )
     say(
         "[dim]Sources: live = read now; catalog KEY, DATE = rig/catalog (python -m rig catalog); "
         "assumption = a stated default (override with --download-mbs / --setup-minutes); "
-        "projection = bench/speed.py from published points. Stopped VMs still pay for their "
-        "disk until make destroy.[/dim]",
+        "projection = bench/speed.py from published points.[/dim]",
         highlight=False,
         soft_wrap=True,
     )
@@ -503,6 +561,15 @@ def print_spending(sp: SpendingPlan, console: Console, cat: Catalog) -> None:
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     profile = load_profile(args.config)
+    window_min = profile.autostop.max_hours * 60
+    if args.setup_minutes is not None and args.setup_minutes >= window_min:
+        raise CommandError(
+            f"--setup-minutes {args.setup_minutes:g}: not less than autostop.max_hours = "
+            f"{profile.autostop.max_hours:g} h ({window_min:g} min), so nothing would be benched "
+            "— give the minutes a deploy takes to a provisioned VM (default 10 with the driver "
+            "in the image, 20 without), or raise autostop.max_hours",
+            exit_code=2,
+        )
     cat = load_catalog()
     sp = spending_plan(
         profile, cat, args.cloud, args.offline, args.download_mbs, args.setup_minutes

@@ -238,9 +238,26 @@ def aws_machines(profile: Profile, cat: Catalog) -> list[dict[str, Any]]:
                 "price_unknown": pricing.unknown_text(profile.aws, cat, placement)
                 if worst is None
                 else None,
+                "worst_case_floor_usd": _worst_floor(profile, cat, "aws", placement)
+                if worst is None
+                else None,
             }
         )
     return out
+
+
+def _worst_floor(profile: Profile, cat: Catalog, cloud: str, what: Any) -> float | None:
+    """The known part of a worst case a rate is missing from (compute at its cap + the IP), as
+    `rig plan` shows it: the same stand-in, the same formula (rig.cost)."""
+    from rig.cost import worst_case_usd
+    from rig.standin import aws_standin, azure_standin
+
+    s = (
+        aws_standin(profile, cat, what.instance_type, what.region)
+        if cloud == "aws"
+        else azure_standin(profile, cat, what)
+    )
+    return worst_case_usd(s.worst_known, s.worst_h) if s.worst_known else None
 
 
 def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
@@ -273,6 +290,9 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
                     "public_ipv4_usd_per_hour": rates.public_ip if rates else None,
                     "worst_case_usd": az_pricing.offline_worst_case_usd(profile, name),
                     "price_unknown": unknown,
+                    "worst_case_floor_usd": _worst_floor(profile, cat, "azure", name)
+                    if unknown
+                    else None,
                 }
             )
         return out
@@ -336,6 +356,8 @@ def print_profile(console: Console, profile: Profile, cat: Catalog, notes: list[
                     if m.get("worst_case_usd") is not None
                     else m.get("price_unknown") or "worst case: price unknown; live price needed"
                 )
+                if m.get("worst_case_usd") is None and m.get("worst_case_floor_usd") is not None:
+                    worst = f"worst case at least ${m['worst_case_floor_usd']:.2f} + {worst}"
                 cost = f"on-demand ${price:.3f}/h ({m['price_source']}){extras}; {worst}"
             where = f" in {m['region']}" if m.get("region") else ""
             console.print(

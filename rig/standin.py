@@ -7,12 +7,14 @@ deploy"). No cloud SDK: the deploys, `rig plan` and the bench all build stand-in
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from rig.catalog import Catalog, load_catalog
 from rig.cost import HourlyRates
-from rig.profile import Profile, mb_to_mib
+from rig.profile import AutostopSection, Profile, mb_to_mib
 
 Cloud = Literal["aws", "azure"]
 
@@ -24,6 +26,32 @@ SETUP_MIN = {True: 10.0, False: 20.0}
 
 def _mbs_from_mib(mib: float) -> float:
     return mib * 2**20 / 1e6
+
+
+def next_daily_stop(autostop: AutostopSection, after: dt.datetime) -> dt.datetime | None:
+    """When autostop.daily_shutdown next stops the VMs after `after` (both clouds stop them
+    daily at that local time: AWS EventBridge Scheduler's cron in `timezone`, Azure's shutdown
+    schedule); None when it is "off"."""
+    if autostop.daily_shutdown == "off":
+        return None
+    zone = zoneinfo.ZoneInfo(autostop.timezone)
+    hour, minute = (int(p) for p in autostop.daily_shutdown.split(":"))
+    local = after.astimezone(zone)
+    at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= local:
+        day = (local + dt.timedelta(days=1)).date()
+        at = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+    return at.astimezone(dt.UTC)
+
+
+def window_from(autostop: AutostopSection, start: dt.datetime) -> float:
+    """Hours a VM deployed at `start` can run: max_hours, or less when the daily_shutdown
+    comes first (what a deploy's estimate line bills at most)."""
+    daily = next_daily_stop(autostop, start)
+    hours = autostop.max_hours
+    if daily is not None:
+        hours = min(hours, (daily - start).total_seconds() / 3600)
+    return hours
 
 
 # ------------------------------------------------------------------------------ the stand-in
@@ -71,6 +99,16 @@ class Standin:
     rate_sources: dict[str, str] = field(default_factory=dict)  # disk / public_ip -> source
     unknown: str | None = None  # why a rate is missing offline ("... read live at deploy")
     known: HourlyRates | None = None  # the known part of the rates when one is missing
+    # The known part of `worst` when a rate is missing (compute at its cap, the IP): the worst
+    # case shown as "at least" rather than not at all.
+    worst_known: HourlyRates | None = None
+    # What still bills once the VM is stopped or deallocated, until `make destroy`: AWS the
+    # disk only (the auto-assigned IPv4 is released on stop), Azure the disk and the static IP.
+    # `stopped_known`: its known part when a rate is missing.
+    stopped: HourlyRates | None = None
+    stopped_known: HourlyRates | None = None
+    stopped_what: str = ""
+    disk_type_note: str = ""  # a charge of the disk type that the rates leave out
 
     @property
     def name(self) -> str:
@@ -156,9 +194,11 @@ def aws_standin(
         if rates.source == pricing.LIVE_SOURCE
         else _source_date(cat, rates.source)
     )
-    known = None
+    known = worst_known = None
     if now is None and compute_now is not None:
         known = HourlyRates(compute_now, 0.0, rates.public_ipv4_hour or 0.0)
+    if worst is None and cap is not None:
+        worst_known = HourlyRates(cap, 0.0, rates.public_ipv4_hour or 0.0)
     hours = profile.autostop.max_hours
     image = cat.images_of("aws")[section.image]
     return Standin(
@@ -181,6 +221,9 @@ def aws_standin(
         rate_sources={"disk": f"gp3 rates, {rate_source}", "public_ip": f"IPv4, {rate_source}"},
         unknown=unknown,
         known=known,
+        worst_known=worst_known,
+        stopped=pricing.stopped_rates(worst) if worst is not None else None,
+        stopped_what="the disk; the public IPv4 is released on stop",
     )
 
 
@@ -214,8 +257,10 @@ def azure_standin(
             known = _azure_known(profile, cat, size)
             if (ip := cat.azure_prices.public_ip.get(az.location)) is not None:
                 sources["public_ip"] = f"static IP, {_source_date(cat, ip.source)}"
+    stopped = None
     if cost is not None:
         now, worst = cost.now, cost.worst
+        stopped = replace(worst, compute=0.0)
         compute_source = _azure_source(cat, cost.sources["compute"], cost.price.at)
         sources = {
             "disk": f"OS disk {cost.disk_tier}, {_azure_source(cat, cost.sources['disk'], '')}",
@@ -235,7 +280,9 @@ def azure_standin(
         disk_gb=az.disk_gb,
         os_disk_gb=image.os_disk_gb,
         disk=_azure_disk(profile, cat),
-        window_h=profile.autostop.max_hours,
+        # The watchdog stops it at max_hours; the shutdown schedule at worst_h, which is never
+        # more than 23 h 59 min (rig/azure/schedule.py): whichever comes first.
+        window_h=min(profile.autostop.max_hours, worst_h),
         worst_h=worst_h,
         setup_min=SETUP_MIN[image.driver_preinstalled],
         now=now,
@@ -244,6 +291,25 @@ def azure_standin(
         rate_sources=sources,
         unknown=unknown,
         known=known[0] if known else None,
+        # The known part of the rates is compute at its cap + the IP (_azure_known): it is
+        # also the known part of the worst case and, less compute, of the stopped VM's bill.
+        worst_known=known[0] if known else None,
+        stopped=stopped,
+        stopped_known=replace(known[0], compute=0.0) if known else None,
+        stopped_what="the OS disk and the static public IP",
+        disk_type_note=_transactions_note(az.disk_type),
+    )
+
+
+def _transactions_note(disk_type: str) -> str:
+    """Standard SSD and HDD managed disks also bill per transaction (Microsoft Learn,
+    "Understand Azure Disk Storage billing": "These transactions incur a billable cost";
+    Premium SSD: "there are no transaction costs" unless on-demand bursting is enabled)."""
+    if disk_type == "Premium_LRS":
+        return ""
+    return (
+        f"azure.disk_type {disk_type} also bills per disk transaction (pulls and model loads), "
+        "which this estimate does not count — Premium_LRS has no transaction charge"
     )
 
 

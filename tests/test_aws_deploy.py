@@ -349,7 +349,9 @@ def test_a_rate_the_catalog_lacks_is_read_from_the_price_list(
     d = deployer(fake, config, tmp_path / "state")
     (state,) = d.run()
     assert ("GetProducts", "us-east-1") in fake.calls
-    disk = (200 * 0.0836 + (596 - 125) * 51.2 / 1024) / 730
+    # Per hour over 672 h, the shortest month (AWS bills a month's price over that month's
+    # hours: re:Post Knowledge Center "ebs-volume-charges"), so no figure understates.
+    disk = (200 * 0.0836 + (596 - 125) * 51.2 / 1024) / 672
     text = d.console.export_text()
     assert f"disk ${disk:.3f}/h" in text and "(AWS Price List API, read now)" in text
     assert state.extra["disk_usd_per_hour"] == round(disk, 5)
@@ -374,7 +376,7 @@ def test_no_price_no_deploy(fake: FakeAws, tmp_path: Path, key_file: Path) -> No
         key_file,
     )
     (state,) = deployer(fake, base, tmp_path / "state", cdk).run()
-    assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 730, 5)
+    assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 672, 5)
 
 
 def test_a_running_vm_whose_request_ended_is_not_handed_over(

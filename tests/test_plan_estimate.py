@@ -150,9 +150,15 @@ def test_azure_default_says_the_disk_price_is_read_live_not_a_guess(profile_file
     est = estimate(profile, CAT, azure_standin(profile, CAT, NC8))
     unknown = "OS disk P15 (Premium_LRS) in westeurope: price unknown offline; read live at deploy"
     assert est.unknown == unknown and est.usd is None and est.worst_usd is None
-    assert est.worst_text == f"worst case 4 h: {unknown}"
-    # What is known (compute at its cap, the cited westeurope IP) is a floor, said to be one.
+    # What is known (compute at its cap, the cited westeurope IP) is a floor, said to be one:
+    # in the estimate and in the worst case, never a figure that looks complete.
+    floor = worst_case_usd(HourlyRates(0.84, 0.0, 0.005), 4)
+    assert est.worst_floor_usd == floor == 3.38
+    assert est.worst_text == f"worst case 4 h: at least ${floor:.2f} + {unknown}"
     assert est.usd_floor == round((0.84 + 0.005) * est.total_s / 3600, 2)
+    # Deallocated, the VM still pays the disk and the static IP (Microsoft Learn: a static
+    # public IP bills while allocated to a resource group, VM running or not): the IP is known.
+    assert est.stopped_usd_per_day is None and est.stopped_floor_usd_per_day == 0.12
     assert est.line().endswith(f"at least ${est.usd_floor:.2f} + the disk; {est.worst_text}")
     assert est.setup_s == SETUP_MIN[False] * 60  # stock Ubuntu: Ansible installs the driver
     # Premium P15: 125 MB/s, 170 MB/s for 30 min (MicrosoftDocs/azure-docs
@@ -187,29 +193,139 @@ def test_a_run_longer_than_max_hours_names_what_is_late_and_a_split_that_fits(pr
     profile = load_profile(path)
     est = estimate(profile, CAT, G4DN)
     window = 1.5 * 3600
-    assert not est.fits_window
+    assert not est.fits_window and est.work_s > window
     assert est.not_reached == [m.model for m in est.models if m.end_s > window]
     assert est.not_reached  # the window ends before the last model
-    # The runs keep the bench's order and, each in its own window (the first with setup and
-    # pulls, the next after make deploy-aws again), fit unless one model alone is too long.
+    # The runs keep the bench's order and each fits its own window: the first after setup and
+    # pulls, each next one after make deploy-aws again (setup again). The idle tail needs no
+    # room: the max_hours stop may cut it short, which only saves.
     assert [m for run in est.runs for m in run] == [m.model for m in est.models]
     seconds = {m.model: m.seconds for m in est.models}
     for i, run in enumerate(est.runs):
-        used = est.setup_s + est.idle_s + sum(seconds[m] for m in run)
-        used += est.pull_s if i == 0 else 0.0
-        assert used <= window or len(run) == 1
-    # One window for all: the max_hours that fits it, and the worst case there (rig.cost).
-    assert est.hours_needed == math.ceil(est.total_s / 3600 * 2) / 2
+        used = est.setup_s + sum(seconds[m] for m in run) + (est.pull_s if i == 0 else 0.0)
+        assert used <= window
+    # One window for all: the max_hours that fits the bench's upper range, and the worst case
+    # there (rig.cost).
+    upper = est.setup_s + est.pull_s + est.bench_high_s
+    assert est.hours_needed == math.ceil(upper / 3600 * 2) / 2 >= upper / 3600
     rates = g4dn_rates(profile, 0.838)
     assert est.worst_needed_usd == worst_case_usd(rates, est.hours_needed)
     # The VM stops at max_hours: the estimate never bills past it.
     assert est.usd == round(rates.running * 1.5, 2)
-    assert "more than max_hours 1.5 h" in est.line()
+    assert "the VM stops after 1.5 h, before the bench ends" in est.line()
     assert cli.main(["plan", "--config", str(path), "--offline", "--cloud", "aws"]) == 0
     out = capsys.readouterr().out
     assert "not reached before the max_hours stop" in out
-    assert "run 1: python -m bench run --models llama3:8b" in out
+    assert f"window 1: python -m bench run --models {' '.join(est.runs[0])}" in out
     assert f"autostop.max_hours = {est.hours_needed:g}" in out
+
+
+def test_only_the_idle_tail_past_max_hours_is_no_overrun(profile_file):
+    """The bench ends inside the window and only the idle tail would run past it: that fits
+    (the stop ends the idle tail early, which only saves); the bill stops at max_hours."""
+    profile = load_profile(profile_file())
+    full = estimate(profile, CAT, G4DN)
+    hours = math.ceil(full.work_s / 60 + 1) / 60  # one minute more than the bench needs
+    assert hours * 3600 < full.total_s  # the idle tail would run past it
+    short = estimate(
+        load_profile(profile_file(("autostop", "max_hours", f"{hours:.4f}"))), CAT, G4DN
+    )
+    assert short.fits_window and not short.runs and not short.not_reached
+    assert short.billed_h == pytest.approx(short.window_h)
+    assert "before the bench ends" not in short.line()
+
+
+def test_no_split_is_offered_when_none_can_fit(profile_file, capsys):
+    """max_hours = 0.25: setup (10 min) + one model's requests do not fit any window, so no
+    "split into runs that fit" is printed (it could not be kept); the notes say what to do."""
+    path = profile_file(("autostop", "max_hours", "0.25"))
+    est = estimate(load_profile(path), CAT, G4DN)
+    assert not est.fits_window and est.runs == []
+    assert est.not_reached == [m.model for m in est.models]
+    (note,) = [n for n in est.notes if "longer than one max_hours window" in n]
+    assert "raise autostop.max_hours" in note
+    assert cli.main(["plan", "--config", str(path), "--offline", "--cloud", "aws"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "split into" not in out
+    assert f"or in one run: autostop.max_hours = {est.hours_needed:g}" in out
+    # All targets together: the wall time ends at the stop, and says it was cut short.
+    plan = spending_plan(load_profile(path), CAT, offline=True)
+    assert plan.wall_s == pytest.approx(0.25 * 3600)
+
+
+def test_setup_minutes_that_fill_the_window_are_one_line(profile_file, capsys):
+    path = str(profile_file())
+    assert cli.main(["plan", "--config", path, "--offline", "--setup-minutes", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("--setup-minutes 100000: not less than autostop.max_hours = 4 h")
+    assert "give the minutes a deploy takes" in err
+    # Just under the window: a plan, whose note says setup leaves no room for the bench.
+    assert cli.main(["plan", "--config", path, "--offline", "--setup-minutes", "239"]) == 0
+    assert "longer than one max_hours window" in capsys.readouterr().out
+
+
+def test_plan_shows_what_a_stopped_vm_costs_per_day(profile_file, capsys):
+    """After the stop the disk (AWS; the auto-assigned IPv4 is released on stop: EC2 User
+    Guide, "Public IPv4 addresses") or the disk and static IP (Azure) bill until make destroy:
+    the plan says how much, per stand-in and in total, with rig.cost's one formula."""
+    profile = load_profile(profile_file(("azure", "location", '"eastus"')))
+    plan = spending_plan(profile, CAT, offline=True)
+    aws, az = plan.targets
+    g4dn = g4dn_rates(profile, 0.838)
+    assert aws.stopped_usd_per_day == round(g4dn.disk * 24, 2) == 1.09
+    east = az_pricing.catalog_cost(profile, NC8).worst
+    assert az.stopped_usd_per_day == round((east.disk + east.public_ip) * 24, 2)
+    assert plan.stopped_usd_per_day == round(aws.stopped_usd_per_day + az.stopped_usd_per_day, 2)
+    print_spending(plan, Console(width=400), CAT)
+    out = capsys.readouterr().out
+    assert f"after the stop ${aws.stopped_usd_per_day:.2f}/day (the disk;" in out
+    assert f"after the stops ${plan.stopped_usd_per_day:.2f}/day until make destroy" in out
+    # The default westeurope profile: the disk is unknown offline, the IP is a floor; the
+    # total worst case is the known part, said to be one.
+    default = spending_plan(load_profile(profile_file()), CAT, offline=True)
+    aws_d, az_d = default.targets
+    assert default.worst_usd is None
+    assert default.worst_floor_usd == round(aws_d.worst_usd + az_d.worst_floor_usd, 2)
+    print_spending(default, Console(width=400), CAT)
+    out = capsys.readouterr().out
+    assert f"worst case at least ${default.worst_floor_usd:.2f} + what is read live" in out
+    assert "after the stop at least $0.12/day (the OS disk and the static public IP" in out
+
+
+def test_azure_window_ends_where_the_shutdown_schedule_can_hold_it(profile_file):
+    """max_hours = 30 (allow_long_runs): Azure's daily shutdown schedule deallocates the VM
+    after 23 h 59 min at most (rig/azure/schedule.py), so the plan's window, bill and worst case
+    stop there; the watchdog's shorter max_hours (0.25) still ends the window sooner, while the
+    schedule's 60-minute lead bounds the worst case."""
+    long = load_profile(
+        profile_file(("autostop", "max_hours", "30"), ("autostop", "allow_long_runs", "true"))
+    )
+    s = azure_standin(long, CAT, NC8)
+    assert s.window_h == s.worst_h == 23.98
+    short = azure_standin(load_profile(profile_file(("autostop", "max_hours", "0.25"))), CAT, NC8)
+    assert (short.window_h, short.worst_h) == (0.25, 1.0)
+
+
+def test_daily_shutdown_is_planned_for(profile_file):
+    """Both clouds also stop the VMs daily at autostop.daily_shutdown (AWS: the stack's
+    EventBridge Scheduler cron; Azure: the shutdown schedule): the plan says by when to deploy
+    for the bench's upper range to end first."""
+    profile = load_profile(profile_file())  # daily_shutdown 19:00 UTC
+    est = estimate(profile, CAT, G4DN)
+    upper = math.ceil((est.setup_s + est.pull_s + est.bench_high_s) / 60)
+    latest = 19 * 60 - upper
+    (note,) = [n for n in est.notes if n.startswith("autostop.daily_shutdown")]
+    assert f"by {latest // 60:02d}:{latest % 60:02d} UTC" in note
+    # An early daily stop wraps round midnight: 01:00 and a run of ~2 h -> deploy by ~23:00.
+    early = estimate(
+        load_profile(profile_file(("autostop", "daily_shutdown", '"01:00"'))), CAT, G4DN
+    )
+    latest = (24 * 60 + 60 - upper) % (24 * 60)
+    (note,) = [n for n in early.notes if n.startswith("autostop.daily_shutdown")]
+    assert f"deploy after 01:00 or by {latest // 60:02d}:{latest % 60:02d} UTC" in note
+    off = load_profile(profile_file(("autostop", "daily_shutdown", '"off"')))
+    assert not [n for n in estimate(off, CAT, G4DN).notes if "daily_shutdown" in n]
 
 
 def test_json_schema(profile_file, capsys):
@@ -392,12 +508,16 @@ def test_readme_check_plan_and_confirmations_show_one_worst_case(profile_file, c
     assert f"  {aws_est.worst_text} (compute at its cap" in confirmation
     assert f"  {at_spot.line()}" in confirmation
     assert at_spot.line().endswith(f"; {aws_est.worst_text}")
+    # The README's example of that line is this very line.
+    assert f"`{at_spot.line()}` at a spot price of $0.2706/h" in " ".join(README.split())
     # Azure, default westeurope: no published P15 figure — every surface says so.
     (readme_we, readme_east) = block("azure-costs")
     unknown = az_pricing.offline_unknown_text(profile, NC8)
     assert readme_we == f"- {NC8} (westeurope): {az_pricing.cost_summary(profile, NC8)}"
     assert unknown is not None and unknown in readme_we
-    assert az_est.worst_text == f"worst case 4 h: {unknown}" and unknown in check
+    floor = f"at least ${az_est.worst_floor_usd:.2f}"
+    assert az_est.worst_text == f"worst case 4 h: {floor} + {unknown}" and unknown in check
+    assert f"worst case {floor} + {unknown}" in check  # rig check: the same known part
     # eastus, where every rate is published: the README's figure = check = plan.
     east_path = profile_file(("azure", "location", '"eastus"'))
     east = load_profile(east_path)
@@ -418,6 +538,35 @@ def test_readme_check_plan_and_confirmations_show_one_worst_case(profile_file, c
     assert live_az.worst_text == worst_case_text(cost.worst, stop.hours)
     assert lines[1].strip().startswith(live_az.worst_text)
     assert lines[2].strip() == live_az.line()
+
+
+def test_deploy_lines_bill_at_most_until_the_daily_stop(profile_file):
+    """A deploy at 17:30 UTC with daily_shutdown 19:00 UTC: both clouds stop the VM at 19:00
+    (AWS: the stack's DailyStop cron; Azure: the shutdown schedule, cloud_stop), 1.5 h in, so
+    both confirmations' estimate lines bill at most 1.5 h and say the bench is cut short; the
+    worst case stays the max_hours bound (AWS) or the schedule's own hours (Azure)."""
+    profile = load_profile(profile_file())
+    late = dt.datetime(2026, 11, 28, 17, 30, tzinfo=dt.UTC)
+    rates = g4dn_rates(profile, 0.838)
+    type_plan = TypePlan(
+        placement=Placement(G4DN, "eu-west-1"), gpu="t4", vcpu=8, azs=["eu-west-1b"],
+        spot_prices={"eu-west-1b": 0.2706}, on_demand=0.838,
+        on_demand_source="vantage-2026-01-21", spot=True, cap=0.838, worst=rates,
+        throughput_mbs=417, pins=Pins("ami-0a1b2c3d4e5f60718", "2027-11-28T09:00:00Z", "new"),
+    )  # fmt: skip
+    pre = Preflight("111122223333", "arn:aws:sts::111122223333:assumed-role/Dev/a", "Dev",
+                    [type_plan], at=late.isoformat())  # fmt: skip
+    (line,) = [x for x in confirmation_lines(pre, profile, CAT) if "estimated" in x]
+    at_spot = HourlyRates(0.2706, rates.disk, rates.public_ip)
+    assert "the VM stops after 1.5 h, before the bench ends" in line
+    assert f", ${round(at_spot.running * 1.5, 2):.2f}; worst case 4 h, $" in line
+    quote = az_pricing.parse_retail(fixture("retail_prices.json")["Items"], late)
+    cost = az_pricing.vm_cost(profile, NC8, quote, az_pricing.Extras(41.82, 0.005), late, CAT)
+    stop = cloud_stop(profile.autostop, late)
+    assert stop.hours == 1.5
+    az_line = _cost_lines(NC8, cost, stop, profile, CAT)[2]
+    assert "the VM stops after 1.5 h, before the bench ends" in az_line
+    assert f", ${round(cost.now.running * 1.5, 2):.2f}; worst case 1.5 h, $" in az_line
 
 
 def test_readme_default_plan_lines_are_the_plans(profile_file):

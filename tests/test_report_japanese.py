@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "run-mirror"
 JA_ALLOWED = {
     "GPU", "CPU", "RAM", "VRAM", "tok", "TTFT", "GiB", "MiB", "TFLOPS", "TOPS", "INT", "CUDA",
     "NVMe", "SSD", "EBS", "Azure", "Ollama", "llama", "cpp", "nvidia", "smi", "memory", "total",
-    "api", "size", "vram", "gpu", "rehearsal", "aws", "xlarge",
+    "api", "size", "vram", "gpu", "rehearsal", "aws", "xlarge", "AWS",
     # NVIDIA's name for a card's feature level, which NVIDIA's Japanese documents keep as is
     "compute", "capability",
 }  # fmt: skip
@@ -76,12 +76,32 @@ def _rewrite(run_dir: Path, edit) -> None:
     (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r))
 
 
+def _add_estimates(run_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from bench import cli as bench_cli
+    from bench.schema import RunMeta
+    from rig.estimate import bench_plan
+    from rig.profile import Profile
+
+    meta = RunMeta.from_json(json.loads((run_dir / "meta.json").read_text()))
+    plan = bench_plan(Profile.model_validate({"bench": meta.profile["bench"]}), load_catalog())
+    targets = [SimpleNamespace(info=t) for t in meta.targets]
+    meta.estimates = bench_cli._estimates(targets, plan, run_dir / "none.toml", Console())
+    assert meta.estimates
+    (run_dir / "meta.json").write_text(json.dumps(meta.to_json()))
+
+
 def english_words(md: str, run_dir: Path) -> set[str]:
     """Latin words of 3+ letters left once the run's and the catalog's data are taken out."""
     cat = load_catalog()
     meta = json.loads((run_dir / "meta.json").read_text())
     rows = [json.loads(r) for r in (run_dir / "results.jsonl").read_text().splitlines() if r]
-    data = {meta["run_id"], ".venv/bin/bench backtest"}
+    # commands, modules, files and their keys the text names as they are written
+    data = {meta["run_id"], ".venv/bin/bench backtest", "rig plan", "rig.estimate", "make status"}
+    data |= {"meta.json", "results.jsonl", "spans"}
     data |= {r.get("error") or "" for r in rows} | {r["case"] for r in rows}
     data |= {r["model"] for r in rows} | set(cat.models)
     for t in meta["targets"]:
@@ -102,7 +122,7 @@ def write(run_dir: Path, lang: str) -> str:
     return (run_dir / "report.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("variant", ["fixture", "failed", "demo-only", "no-code"])
+@pytest.mark.parametrize("variant", ["fixture", "failed", "demo-only", "no-code", "estimates"])
 def test_the_japanese_report_has_no_english_left(run_dir, variant, chart_titles):
     if not charts.cjk_font():
         pytest.skip("no Japanese font here (make test-deps installs fonts-noto-cjk)")
@@ -113,7 +133,11 @@ def test_the_japanese_report_has_no_english_left(run_dir, variant, chart_titles)
         _rewrite(run_dir, lambda r: r if r["target"] == "local-cpu-demo" else None)
     if variant == "no-code":
         _rewrite(run_dir, lambda r: None if r["workload"] == "code" else r)
+    if variant == "estimates":  # as a bench stores them: the estimate-vs-actual section shows
+        _add_estimates(run_dir)
     md = write(run_dir, "ja")
+    if variant == "estimates":
+        assert "## 見積もりと実績" in md
     words = english_words(md, run_dir)
     assert words <= JA_ALLOWED, sorted(words - JA_ALLOWED)
     # the charts are drawn in Japanese where a font can draw it (a run with nothing measured

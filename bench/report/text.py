@@ -84,8 +84,9 @@ TEXT: dict[str, dict[str, str]] = {
         "on each cloud target, stored in meta.json when the run started — its bench part only: "
         "setup and model pulls happened at deploy — against the wall time the run took and "
         "what that time cost at the rate the deploy recorded (compute + disk + public IP, "
-        "$/h x hours). Error = estimate / actual − 1: use it to check and recalibrate the "
-        "estimator.",
+        "$/h x hours; a spot VM's bill follows the spot price as it moves — on AWS make "
+        "status reads it — so this is the price at deploy). Error = estimate / actual − 1: use "
+        "it to check and recalibrate the estimator.",
         "est_time": "estimated",
         "est_range": "range (decode ±)",
         "actual_time": "actual",
@@ -296,7 +297,9 @@ TEXT: dict[str, dict[str, str]] = {
         "estimate_intro": "rig plan の見積もり（rig.estimate）が各クラウドターゲットでこの実行に"
         "かかると見込んだ時間（実行開始時に meta.json に保存。ベンチ部分のみ：セットアップと"
         "モデルの取得はデプロイ時に済んでいます）と、実際にかかった経過時間、およびデプロイ時に"
-        "記録された単価（コンピュート＋ディスク＋パブリック IP、$/h × 時間）での費用の比較。"
+        "記録された単価（コンピュート＋ディスク＋パブリック IP、$/h × 時間。スポット VM の"
+        "請求は変動するスポット価格に従うため（AWS では make status で確認できます）、"
+        "これはデプロイ時の価格による値です）での費用の比較。"
         "誤差 = 見積もり / 実績 − 1。見積もりの検証と再調整に使います。",
         "est_time": "見積もり",
         "est_range": "範囲（デコード ±）",

@@ -11,7 +11,7 @@ LaunchTemplate: "Update requires: Replacement").
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import botocore.exceptions
 
@@ -32,7 +32,7 @@ from rig.cost import HourlyRates, worst_case_text, worst_case_usd
 from rig.estimate import estimate
 from rig.problems import CommandError
 from rig.profile import Placement, Profile
-from rig.standin import aws_standin
+from rig.standin import aws_standin, window_from
 from rig.state import VmState, iso, utc_now
 from rig.version import RIG
 
@@ -363,6 +363,14 @@ def plan_line(pre: Preflight, p: TypePlan, profile: Profile, cat: Catalog) -> st
     target = aws_standin(
         profile, cat, p.instance_type, p.region, p.hourly, source, live_rates=p.live_rates
     )
+    # The VM runs until max_hours, or until the daily_shutdown when that comes first (the
+    # stack's DailyStop schedule): the estimate bills at most that window.
+    try:
+        start = dt.datetime.fromisoformat(pre.at)
+    except ValueError:
+        start = None
+    if start is not None and start.tzinfo is not None:
+        target = replace(target, window_h=window_from(profile.autostop, start))
     return estimate(profile, cat, target).line()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,13 @@ def _cost_lines(
     size: str, cost: VmCost, stop: CloudStop, profile: Profile, cat: Catalog
 ) -> list[str]:
     p, now, worst = cost.price, cost.now, cost.worst
-    plan = estimate(profile, cat, azure_standin(profile, cat, size, cost, worst_h=stop.hours))
+    # The VM runs until the watchdog's max_hours or the shutdown schedule, whichever comes
+    # first (the schedule may come earlier: the daily_shutdown): the estimate bills that.
+    standin = replace(
+        azure_standin(profile, cat, size, cost, worst_h=stop.hours),
+        window_h=min(profile.autostop.max_hours, stop.hours),
+    )
+    plan = estimate(profile, cat, standin)
     od = f"${p.on_demand_usd_per_hour:.3f}/h" if p.on_demand_usd_per_hour else "unknown"
     lines = [
         f"  {size}: {p.kind} ${now.compute:.3f}/h now ({cost.sources['compute']}; on-demand "

@@ -232,12 +232,15 @@ class RegionRates(_Strict):
 
 
 class Gp3Free(_Strict):
-    """gp3's free baseline (every region) and the month AWS's price examples divide by."""
+    """gp3's free baseline (every region), and the hours a month's price is spread over: AWS
+    bills a GB-month as the month's own hours (720 in a 30-day month, 744 in a 31-day one), so
+    the shortest month (672 h) gives the highest hourly rate: the bound every figure uses."""
 
     iops: int
     mbs: int
-    hours_per_month: float
+    hours_per_month: float = Field(gt=0)
     source: str
+    hours_source: str
 
 
 class Regions(_Strict):
