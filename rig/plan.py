@@ -39,6 +39,7 @@ from rig.live_prices import priced_standins
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import resolved
+from rig.version import BENCH, RIG
 
 __all__ = ["SpendingPlan", "build_plan", "estimate", "print_plan", "spending_plan"]
 
@@ -452,7 +453,7 @@ def _target_lines(t: TargetEstimate, gpu_name: str) -> list[str]:
         lines.append(f"  split into {len(t.runs)} windows that each fit {t.window_h:g} h:")
         for i, run in enumerate(t.runs, 1):
             lines.append(
-                f"    window {i}: python -m bench run --models {escape(' '.join(run))}"
+                f"    window {i}: {BENCH} run --models {escape(' '.join(run))}"
                 if run
                 else f"    window {i}: setup and model pulls only"
             )
@@ -551,7 +552,7 @@ def print_spending(sp: SpendingPlan, console: Console, cat: Catalog) -> None:
             soft_wrap=True,
         )
     say(
-        "[dim]Sources: live = read now; catalog KEY, DATE = rig/catalog (python -m rig catalog); "
+        f"[dim]Sources: live = read now; catalog KEY, DATE = rig/catalog ({RIG} catalog); "
         "assumption = a stated default (override with --download-mbs / --setup-minutes); "
         "projection = bench/speed.py from published points.[/dim]",
         highlight=False,

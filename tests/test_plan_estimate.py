@@ -216,7 +216,7 @@ def test_a_run_longer_than_max_hours_names_what_is_late_and_a_split_that_fits(pr
     assert cli.main(["plan", "--config", str(path), "--offline", "--cloud", "aws"]) == 0
     out = capsys.readouterr().out
     assert "not reached before the max_hours stop" in out
-    assert f"window 1: python -m bench run --models {' '.join(est.runs[0])}" in out
+    assert f"window 1: .venv/bin/bench run --models {' '.join(est.runs[0])}" in out
     assert f"autostop.max_hours = {est.hours_needed:g}" in out
 
 
