@@ -131,6 +131,21 @@ def tagged_instances(
     ]
 
 
+def existing_instances(aws: Aws, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Describe the ids one by one: an id EC2 no longer knows must not hide the others
+    (DescribeInstances fails the whole call with InvalidInstanceID.NotFound)."""
+    out: list[dict[str, Any]] = []
+    for iid in sorted(set(ids)):
+        try:
+            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidInstanceID" in str(exc):
+                continue
+            raise
+        out += [i for r in res for i in r["Instances"]]
+    return out
+
+
 def orphans(aws: Aws, owner: str) -> list[Leftover]:
     """Everything still tagged for this project and owner that bills or could relaunch
     (instances, volumes, network interfaces, Elastic IPs, spot requests), and what a stack
