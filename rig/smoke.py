@@ -135,21 +135,24 @@ def smoke_profile(profile: Profile, cloud: Cloud, choice: Choice, model: str, ou
     return out
 
 
-def plan_estimate(profile: Profile, cloud: Cloud, cat: Catalog) -> str:
+def plan_estimate(profile: Profile, cloud: Cloud, cat: Catalog, choice: Choice) -> str:
     """SEAM (issue #16 section 1): the spending plan's estimate for the smoke profile, shown
     before the deploy's confirmation. rig.plan is to expose an estimate function (time and $,
     the same worst case as the deploy confirmation); wire it here. Until then this shows only
     what exists today: the catalog worst case of rig.render.resolved (compute at its cap for
-    max_hours)."""
+    max_hours), or the chosen size's on-demand price for max_hours where the catalog has none."""
     from rig.render import resolved  # the worst case every command prints today
 
-    machines = resolved(profile, cat)[cloud]
-    worst = [m["worst_case_usd"] for m in machines]
-    shown = "unknown (no catalog price)" if None in worst else f"${sum(worst):.2f}"
+    hours = profile.autostop.max_hours
+    worst = [m["worst_case_usd"] for m in resolved(profile, cat)[cloud]]
+    if None in worst:
+        shown = f"${choice.usd_per_hour * hours:.2f} ({choice.source})"
+    else:
+        shown = f"${sum(worst):.2f}"
     return (
         f"smoke estimate: one warm-up and one request of {SMOKE_WORKLOAD} on "
-        f"{', '.join(profile.bench.models)}; worst case {profile.autostop.max_hours:g} h, "
-        f"{shown} (compute at its cap; the deploy adds disk and IP below)"
+        f"{', '.join(profile.bench.models)}; worst case {hours:g} h, {shown}, compute at its "
+        "cap (the deploy adds disk and IP below)"
     )
 
 
@@ -223,6 +226,18 @@ def cost_so_far(state: VmState) -> str:
     return f"at most ${row['usd_so_far_at_most']:.2f} (state file; {row['note']})"
 
 
+@dataclass
+class _Touching:
+    """A CDK runner that says when the deploy reaches its first creating step."""
+
+    inner: Any  # rig.aws.cdk_cli.CdkRunner
+    touch: Callable[[], None]
+
+    def prepare(self, stack: str, context: dict[str, str], region: str) -> int:
+        self.touch()
+        return int(self.inner.prepare(stack, context, region))
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a closed terminal, `kill`) takes the same way out as Ctrl-C: the destroy."""
@@ -265,6 +280,11 @@ class Smoke:
     yes: bool = False
     cat: Catalog = field(default_factory=load_catalog)
     live_price: Callable[[str, str], tuple[float, str] | None] | None = None
+    # Passed on to the cloud's deploy (Azure: Deps fields; AWS: Deployer fields) and destroy
+    # (Deps / Destroyer fields): the tests' fakes; empty for a real run.
+    deploy_options: dict[str, Any] = field(default_factory=dict)
+    destroy_options: dict[str, Any] = field(default_factory=dict)
+    bench: Callable[..., Measured] | None = None  # default: bench_one
     touched: bool = False  # the deploy reached its first creating step
 
     def _say(self, line: str, **kw: Any) -> None:
@@ -277,7 +297,7 @@ class Smoke:
             from rig.azure.deploy import deploy
             from rig.azure.deps import Deps
 
-            deps = Deps(state_dir=self.state_dir, assume_yes=self.yes)
+            deps = Deps(state_dir=self.state_dir, assume_yes=self.yes, **self.deploy_options)
             pulumi = deps.pulumi
 
             def first_creating_step(*args: Any) -> Any:
@@ -289,22 +309,21 @@ class Smoke:
         from rig.aws.cdk_cli import CdkCli
         from rig.aws.deploy import Deployer
 
-        smoke = self
-
-        class TouchingCdk(CdkCli):
-            def prepare(self, stack: str, context: dict[str, str], region: str) -> int:
-                smoke.touched = True  # the change set creates the stack: from here on, destroy
-                return super().prepare(stack, context, region)
-
+        options = dict(self.deploy_options)
+        cdk = options.pop("cdk", None) or CdkCli()
         deployer = Deployer(
             profile=profile,
             cat=self.cat,
             console=self.console,
-            cdk=TouchingCdk(),
+            cdk=_Touching(cdk, self._touch),
             state_dir=self.state_dir,
             yes=self.yes,
+            **options,
         )
         return deployer.run()
+
+    def _touch(self) -> None:
+        self.touched = True  # the change set creates the stack: from here on, destroy
 
     def _destroy(self, profile: Profile) -> None:
         """The cloud's verified destroy; CommandError (naming what is left) if not verified."""
@@ -312,11 +331,14 @@ class Smoke:
             from rig.azure.deps import Deps
             from rig.azure.destroy import destroy
 
-            destroy(profile, self.console, Deps(state_dir=self.state_dir))
+            destroy(profile, self.console, Deps(state_dir=self.state_dir, **self.destroy_options))
             return
         from rig.aws.destroy import Destroyer, report_lines
 
-        report = Destroyer(profile, self.console, state_dir=self.state_dir).run()
+        destroyer = Destroyer(
+            profile, self.console, state_dir=self.state_dir, **self.destroy_options
+        )
+        report = destroyer.run()
         lines, error = report_lines(report)
         for line in lines:
             self._say(line)
@@ -344,13 +366,15 @@ class Smoke:
             f"${choice.usd_per_hour:.3f}/h on demand, {choice.source}), max_hours "
             f"{SMOKE_MAX_HOURS}, model {model}, one {SMOKE_WORKLOAD} request, then destroy"
         )
-        self._say(plan_estimate(profile, self.cloud, self.cat))
+        self._say(plan_estimate(profile, self.cloud, self.cat, choice))
         failure: str | None = None
         interrupted = False
         with _terminate_as_interrupt():
             try:
                 (state,) = self._deploy(profile)
-                measured = bench_one(state, self.state_dir, profile, self.results_dir, self.console)
+                measured = (self.bench or bench_one)(
+                    state, self.state_dir, profile, self.results_dir, self.console
+                )
                 decode = (
                     f"{measured.decode_tok_s:.1f} tok/s ({measured.decode_source})"
                     if measured.decode_tok_s is not None
@@ -392,8 +416,8 @@ class Smoke:
             return EXIT_INTERRUPTED
         if failure is not None:
             raise CommandError(
-                f"smoke failed: {failure.removeprefix('smoke: ')} — everything it created was "
-                "destroyed (verified: 0 left)",
+                f"smoke failed: {failure.removeprefix('smoke: ')} — since then the smoke "
+                "destroyed everything it created (verified: 0 left)",
                 exit_code=1,
             )
         self._say("smoke: passed — deployed, provisioned, benched, destroyed (verified)")

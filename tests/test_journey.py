@@ -187,8 +187,8 @@ class World:
             check=False,
         )
         seconds = time.monotonic() - start
-        name = tag or " ".join(args[:4])
-        self.timings[name] = seconds
+        name = f"{project.name}: {tag or ' '.join(args[2:5])}"
+        self.timings[name] = self.timings.get(name, 0) + seconds
         log = self.work / "logs" / f"{project.name}-{len(self.timings):02d}.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text(f"$ {' '.join(args)}\n{proc.stdout}\nexit {proc.returncode}\n")
