@@ -35,7 +35,7 @@ NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 .PHONY: help setup setup-bench setup-aws setup-azure setup-provision engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision smoke e2e test-rootfs clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(STAMP) ## Create .venv with everything: both clouds, Ansible, the test tools (~1.9 GB, 3-4 min)
 
