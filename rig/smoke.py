@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -411,6 +412,7 @@ class Smoke:
                     f"{before}the destroy could not verify that nothing is left: {exc}",
                     exit_code=1,
                 ) from None
+        shutil.rmtree(path.parent, ignore_errors=True)  # verified gone: the profile with it
         if interrupted:
             self._say("smoke: interrupted — everything it created was destroyed (verified)")
             return EXIT_INTERRUPTED

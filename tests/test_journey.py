@@ -399,6 +399,7 @@ def test_smoke_deploys_the_cheapest_size_runs_one_request_and_destroys(world: Wo
     assert "time to first token" in out and "decode" in out and "cost so far $" in out
     assert "says 0 left" in out and "smoke: passed" in out
     assert_nothing_left(world, project)
+    assert not (project / ".state/smoke").exists()  # its profile went with what it made
     results = [p for p in (project / "results").iterdir() if p.is_dir()]
     (run,) = results
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
