@@ -120,7 +120,7 @@ test: lint engine cdk-cli ## Lint, then run the whole test suite (pytest; builds
 bench: setup-bench ## Bench every target (the local CPU demo when nothing is deployed), then report (YES=1: no question)
 	$(PY) -m bench run --build-engine $(if $(YES),--yes)
 
-plan: setup-bench ## The planned PC and every cloud stand-in side by side, differences flagged
+plan: setup-bench ## Spending plan: time and $ per stand-in and in total (vs max_hours), then the PC vs every stand-in
 	$(PY) -m rig plan
 
 synth-aws: setup-aws cdk-cli ## AWS templates into cdk/cdk.out, offline (cdk-nag checks them)

@@ -39,7 +39,7 @@ from bench.targets import (
 from bench.workload import WORKLOAD_DIR
 from rig.catalog import load_catalog
 from rig.problems import ProfileError
-from rig.profile import DEFAULT_PROFILE, BenchSection, load_profile
+from rig.profile import DEFAULT_PROFILE, BenchSection, Profile, load_profile
 from rig.version import version_line
 
 EXIT_BAD_INPUT = 2
@@ -241,6 +241,45 @@ def _open_targets(
             local_engine.stop()
 
 
+def _estimates(
+    targets: list[Target], plan: Plan, config: Path, console: Console
+) -> dict[str, dict]:
+    """`rig plan`'s estimate of this run on each cloud target (rig.estimate: catalog data and
+    the prices in the target's state file; no cloud SDK, no network): its bench part only, as
+    the VM is set up and its models pulled at deploy. Stored in meta.json for the report's
+    estimate-vs-actual; a target the catalog cannot describe gets none."""
+    from rig.estimate import estimate
+    from rig.standin import deployed_standin
+
+    try:
+        profile = load_profile(config) if config.exists() else Profile()
+    except ProfileError:
+        return {}
+    catalog = load_catalog()
+    out: dict[str, dict] = {}
+    for t in targets:
+        info = t.info
+        if info.kind != "cloud" or not info.cloud or not info.instance_type:
+            continue
+        try:
+            standin = deployed_standin(
+                profile, catalog, cloud=info.cloud, instance_type=info.instance_type,
+                region=info.region, usd_per_hour=info.usd_per_hour,
+                price_source=info.price_source, disk_usd_per_hour=info.disk_usd_per_hour,
+                public_ip_usd_per_hour=info.public_ip_usd_per_hour,
+            )  # fmt: skip
+            if standin is None:
+                continue
+            est = estimate(
+                profile, catalog, standin, plan=plan, setup=False, pulls=False, idle=False
+            )
+        except Exception as exc:  # an estimate must never stop a run that can measure
+            console.print(f"[yellow]{info.name}: no estimate ({exc.__class__.__name__}: {exc})")
+            continue
+        out[info.name] = est.as_dict()
+    return out
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -357,6 +396,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "mode": mode,
                 "limits": limits.__dict__,
             }
+            for name, est in _estimates(targets, plan, args.config, console).items():
+                meta.estimates.setdefault(name, est)  # a resumed run keeps its first estimate
             store.write_meta(meta)
             with Progress(*_progress_columns(), console=console, transient=False) as bar:
                 tasks = {
@@ -377,6 +418,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (TargetError, engine.EngineMissing) as exc:
         raise UsageError(str(exc)) from None
     meta.finished_at = utc_now()
+    for o in outcomes:
+        if o.started_at and o.finished_at:
+            meta.spans.setdefault(o.name, []).append([o.started_at, o.finished_at])
     store.write_meta(meta)
     _summary(console, outcomes, store)
     latest = args.results_dir / "latest"

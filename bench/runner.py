@@ -74,6 +74,8 @@ class TargetOutcome:
     skipped: int = 0  # finished in an earlier run (--resume)
     lost: str | None = None
     errors: list[str] = field(default_factory=list)
+    started_at: str = ""  # this session's wall time on the target (meta.json spans)
+    finished_at: str = ""
 
 
 # Called after each unit of work: (target name, units done so far, units in total, status line)
@@ -150,6 +152,13 @@ class Runner:
     # -- one target --------------------------------------------------------------------------
 
     def _run_target(self, target: Target, outcome: TargetOutcome) -> None:
+        outcome.started_at = utc_now()
+        try:
+            self._run_target_work(target, outcome)
+        finally:
+            outcome.finished_at = utc_now()
+
+    def _run_target_work(self, target: Target, outcome: TargetOutcome) -> None:
         name = target.info.name
         work = plan_work(self.plan, target.models or self.plan.models)
         todo = [w for w in work if w.key(name) not in self.finished]

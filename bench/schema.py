@@ -118,8 +118,12 @@ class TargetInfo:
     instance_type: str | None = None
     region: str | None = None
     spot: bool | None = None
-    usd_per_hour: float | None = None
+    usd_per_hour: float | None = None  # compute, at the price the deploy read
     price_source: str | None = None
+    # What the VM bills besides compute, as the deploy recorded it (disk and public IP): the
+    # plan's estimate and the report's actual $ count them too.
+    disk_usd_per_hour: float | None = None
+    public_ip_usd_per_hour: float | None = None
     host_mem_bandwidth_gbs: float | None = None
     # Round trip to the server measured at the start of the run (median of a few tiny requests):
     # over an SSH tunnel the client's TTFT includes it; the server's own durations do not.
@@ -139,6 +143,13 @@ class RunMeta:
     # target -> model -> what the server says of the model (Ollama /api/show: parameter size,
     # quantisation, family, and the architecture keys the 16 GB fit needs)
     models: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # target -> rig.estimate.TargetEstimate.as_dict(): what `rig plan` expects this run to take
+    # on that target (its bench part: the VM was set up and its models pulled at deploy),
+    # stored when the run starts, so the report can set it beside what the run took.
+    estimates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # target -> [[started_at, finished_at], ...]: the wall time each session of the run spent on
+    # it (one span per `bench run` / `--resume`), from the first request to the last result.
+    spans: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

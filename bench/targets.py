@@ -120,6 +120,10 @@ def from_state_file(path: Path) -> TargetSpec:
         raise TargetError(str(exc)) from None
     try:
         price = state.get("price") or {}
+        extra = state.get("extra") or {}
+        rates = extra.get("rates") or {}  # Azure's deploy records its rates there
+        disk = extra.get("disk_usd_per_hour", rates.get("disk_usd_per_hour"))
+        ip = extra.get("public_ipv4_usd_per_hour", rates.get("public_ip_usd_per_hour"))
         info = TargetInfo(
             name=state["name"],
             url="",  # filled in once the tunnel is open
@@ -133,6 +137,8 @@ def from_state_file(path: Path) -> TargetSpec:
             spot=state.get("spot"),
             usd_per_hour=price.get("usd_per_hour"),
             price_source=price.get("source"),
+            disk_usd_per_hour=disk if isinstance(disk, int | float) else None,
+            public_ip_usd_per_hour=ip if isinstance(ip, int | float) else None,
         )
         remote = Remote(
             state["host"],

@@ -159,9 +159,26 @@ def aws_machines(profile: Profile, cat: Catalog) -> list[dict[str, Any]]:
                 "price_unknown": pricing.unknown_text(profile.aws, cat, placement)
                 if worst is None
                 else None,
+                "worst_case_floor_usd": _worst_floor(profile, cat, "aws", placement)
+                if worst is None
+                else None,
             }
         )
     return out
+
+
+def _worst_floor(profile: Profile, cat: Catalog, cloud: str, what: Any) -> float | None:
+    """The known part of a worst case a rate is missing from (compute at its cap + the IP), as
+    `rig plan` shows it: the same stand-in, the same formula (rig.cost)."""
+    from rig.cost import worst_case_usd
+    from rig.standin import aws_standin, azure_standin
+
+    s = (
+        aws_standin(profile, cat, what.instance_type, what.region)
+        if cloud == "aws"
+        else azure_standin(profile, cat, what)
+    )
+    return worst_case_usd(s.worst_known, s.worst_h) if s.worst_known else None
 
 
 def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
@@ -170,14 +187,17 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
     ram = cat.ram[profile.pc.ram]
 
     def machines(cloud: str, names: list[str], region: str, section: Any) -> list[dict[str, Any]]:
+        # The worst case from the one formula (rig.cost via rig.azure.pricing): compute at its
+        # cap + OS disk + public IP, each from a figure published for this very region.
+        from rig.azure import pricing as az_pricing
+
         out = []
         for name in names:
             inst = cat.instances[name]
             gpu = cat.gpus[inst.gpu or ""]
             price = inst.price_in(region)
-            # Spot bills at most its cap: the on-demand price unless the profile sets another.
-            cap = section.spot_max_price if section.spot and section.spot_max_price != "" else None
-            hourly = cap if cap is not None else (price.usd_per_hour if price else None)
+            unknown = az_pricing.offline_unknown_text(profile, name)
+            rates = None if unknown else az_pricing.catalog_cost(profile, name).worst
             out.append(
                 {
                     "type": name,
@@ -187,9 +207,13 @@ def resolved(profile: Profile, cat: Catalog) -> dict[str, Any]:
                     "ram_gib": inst.ram_gib,
                     "on_demand_usd_per_hour": price.usd_per_hour if price else None,
                     "price_source": price.source if price else None,
-                    "worst_case_usd": None
-                    if hourly is None
-                    else round(hourly * profile.autostop.max_hours, 2),
+                    "disk_usd_per_hour": round(rates.disk, 4) if rates else None,
+                    "public_ipv4_usd_per_hour": rates.public_ip if rates else None,
+                    "worst_case_usd": az_pricing.offline_worst_case_usd(profile, name),
+                    "price_unknown": unknown,
+                    "worst_case_floor_usd": _worst_floor(profile, cat, "azure", name)
+                    if unknown
+                    else None,
                 }
             )
         return out
@@ -253,6 +277,8 @@ def print_profile(console: Console, profile: Profile, cat: Catalog, notes: list[
                     if m.get("worst_case_usd") is not None
                     else m.get("price_unknown") or "worst case: price unknown; live price needed"
                 )
+                if m.get("worst_case_usd") is None and m.get("worst_case_floor_usd") is not None:
+                    worst = f"worst case at least ${m['worst_case_floor_usd']:.2f} + {worst}"
                 cost = f"on-demand ${price:.3f}/h ({m['price_source']}){extras}; {worst}"
             where = f" in {m['region']}" if m.get("region") else ""
             console.print(

@@ -69,6 +69,8 @@ def test_first_deploy_pins_ami_and_valid_until_and_prints_the_cost(
     assert "g4dn.2xlarge in eu-west-1 (eu-west-1a): spot $" in text
     assert f"disk ${rates.disk:.3f}/h" in text and "public IPv4 $0.005/h" in text
     assert worst_case_text(rates, 4) in text
+    # rig plan's estimate at the spot price just read, ending in the same worst case (#16).
+    assert "  estimated " in text and f"; {worst_case_text(rates, 4)}\n" in text
     assert "while stopped (the disk) until make destroy" in text
 
 
@@ -347,7 +349,9 @@ def test_a_rate_the_catalog_lacks_is_read_from_the_price_list(
     d = deployer(fake, config, tmp_path / "state")
     (state,) = d.run()
     assert ("GetProducts", "us-east-1") in fake.calls
-    disk = (200 * 0.0836 + (596 - 125) * 51.2 / 1024) / 730
+    # Per hour over 672 h, the shortest month (AWS bills a month's price over that month's
+    # hours: re:Post Knowledge Center "ebs-volume-charges"), so no figure understates.
+    disk = (200 * 0.0836 + (596 - 125) * 51.2 / 1024) / 672
     text = d.console.export_text()
     assert f"disk ${disk:.3f}/h" in text and "(AWS Price List API, read now)" in text
     assert state.extra["disk_usd_per_hour"] == round(disk, 5)
@@ -372,7 +376,7 @@ def test_no_price_no_deploy(fake: FakeAws, tmp_path: Path, key_file: Path) -> No
         key_file,
     )
     (state,) = deployer(fake, base, tmp_path / "state", cdk).run()
-    assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 730, 5)
+    assert state.extra["disk_usd_per_hour"] == round(200 * 0.0836 / 672, 5)
 
 
 def test_a_running_vm_whose_request_ended_is_not_handed_over(

@@ -145,13 +145,15 @@ def test_asking_for_more_throughput_than_the_instance_can_use_is_warned(tmp_path
         "burst = 417 MiB/s, 143.75 baseline; source aws-ebs-optimized-2023) — the rest is billed "
         'and unused: set disk_throughput_mbs = "auto"'
     ]
-    # ... and it costs: (1000 - 417) MiB/s x 0.044 $/month in eu-west-1 (catalog rates).
+    # ... and it costs: (1000 - 417) MiB/s x 0.044 $/month in eu-west-1 (catalog rates), per
+    # hour over 672 h: AWS spreads a month's price over that month's hours (re:Post Knowledge
+    # Center "ebs-volume-charges": 720 h in a 30-day month); the shortest month is the bound.
     cat = load_catalog()
     place = Placement("g4dn.2xlarge", "eu-west-1")
     more = pricing.disk_usd_per_hour(prof.aws, cat, place)
     auto = pricing.disk_usd_per_hour(AwsSection(), cat, place)
     assert more is not None and auto is not None
-    assert round((more - auto) * 730, 2) == round((1000 - 417) * 0.044 + 1000 * 0.0055, 2)
+    assert round((more - auto) * 672, 2) == round((1000 - 417) * 0.044 + 1000 * 0.0055, 2)
 
 
 def test_throughput_words_other_than_auto_are_one_line(tmp_path: Path) -> None:
@@ -198,7 +200,8 @@ def test_a_rate_nobody_checked_is_unknown_not_estimated() -> None:
     )
     baseline = AwsSection(disk_throughput_mbs=125, disk_iops=3000)
     worst, rates = pricing.worst_case(baseline, cat, g6, 4)
-    assert rates is not None and rates.disk == pytest.approx(200 * 0.0836 / 730)
+    # 672 h: the shortest month (re:Post Knowledge Center "ebs-volume-charges")
+    assert rates is not None and rates.disk == pytest.approx(200 * 0.0836 / 672)
     assert worst == round((1.037 + rates.disk + 0.005) * 4, 2)
     # us-west-2 has no disk rates in the catalog: unknown, not borrowed from another region.
     oregon = Placement("g5.2xlarge", "us-west-2")

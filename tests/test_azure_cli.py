@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,9 @@ def test_deploy_sets_the_cloud_side_stop_and_prints_what_it_enforces(profile_fil
     assert "Cloud-side stop: 2026-11-28 13:00 UTC (4 h from now)" in text
     assert "spot $0.190/h now" in text and "OS disk P15" in text and "public IP $0.005/h" in text
     assert f"Azure subscription Rehearsal Pay-As-You-Go ({SUB}), location westeurope" in text
+    # rig plan's estimate at the price just read, with the same worst case (issue #16).
+    plan = re.search(r"estimated (.+?), \$([\d.]+); worst case 4 h, \$3\.61", text)
+    assert plan is not None, text
     (question,) = world.questions
     assert question == (
         f"Deploy {NC8} ($0.252/h now) to subscription Rehearsal Pay-As-You-Go in westeurope, "

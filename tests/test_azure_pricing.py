@@ -93,7 +93,11 @@ def test_every_catalog_figure_names_its_region_and_a_dated_source():
     assert prices.disks["Premium_LRS"].prices["eastus"]["P15"].usd_per_month == 38.01
     assert "P15" not in prices.disks["Premium_LRS"].prices.get("westeurope", {})
     assert prices.public_ip["eastus"].usd_per_hour == 0.005
-    assert "westeurope" not in prices.public_ip
+    # westeurope's static IP: infracost's nat_gateway golden test ("West Europe", Standard,
+    # Static): IP address (static, regional) 730 hours $3.65 = $0.005/h.
+    assert prices.public_ip["westeurope"].usd_per_hour == 0.005
+    assert prices.public_ip["westeurope"].source == "infracost-golden-nat-gateway-westeurope"
+    assert "northeurope" not in prices.public_ip
 
 
 def test_live_vm_disk_and_ip_prices():
@@ -150,9 +154,23 @@ def test_without_live_prices_and_no_figure_for_the_region_the_price_is_unknown(p
         pricing.vm_cost(profile, "Standard_NC8as_T4_v3", None, pricing.Extras(), NOW)
     assert "P15" in str(err.value) and "westeurope" in str(err.value)
     assert "price unknown; live price needed" in str(err.value) and "\n" not in str(err.value)
-    # Live disk but no IP figure: still unknown, named.
-    with pytest.raises(pricing.PriceUnknown, match="public IP in westeurope"):
-        pricing.vm_cost(profile, "Standard_NC8as_T4_v3", None, pricing.Extras(41.82, None), NOW)
+    # Live disk but no IP figure: still unknown, named (northeurope has no published IP figure).
+    north = load_profile(
+        profile_file(("azure", "location", '"northeurope"'), ("azure", "spot_max_price", "0.5"))
+    )
+    with pytest.raises(pricing.PriceUnknown, match="public IP in northeurope"):
+        pricing.vm_cost(north, "Standard_NC8as_T4_v3", None, pricing.Extras(41.82, None), NOW)
+    # westeurope's IP is published: with the disk read live, the VM is priced.
+    cost = pricing.vm_cost(profile, "Standard_NC8as_T4_v3", None, pricing.Extras(41.82), NOW)
+    assert cost.sources["public_ip"] == "catalog infracost-golden-nat-gateway-westeurope"
+
+
+def test_offline_unknown_names_the_rate_and_says_the_deploy_reads_it(profile_file):
+    assert pricing.offline_unknown_text(load_profile(profile_file()), "Standard_NC8as_T4_v3") == (
+        "OS disk P15 (Premium_LRS) in westeurope: price unknown offline; read live at deploy"
+    )
+    east = load_profile(profile_file(("azure", "location", '"eastus"')))
+    assert pricing.offline_unknown_text(east, "Standard_NC8as_T4_v3") is None
 
 
 def test_a_spot_cap_and_on_demand(profile_file):

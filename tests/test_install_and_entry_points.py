@@ -119,6 +119,10 @@ def test_without_any_extra_every_command_is_still_listed_and_the_base_ones_work(
         assert name in helped.stdout
     assert run(["-m", "rig", "catalog", "--json"], block=block, tmp_path=tmp_path).returncode == 0
     assert run(["-m", "rig", "check"], block=block, tmp_path=tmp_path).returncode == 0
+    # The spending plan needs no extra: without boto3 it prices from the catalog and says so.
+    planned = run(["-m", "rig", "plan"], block=block, tmp_path=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "AWS: boto3 is not installed (make setup-aws): catalog prices" in planned.stdout
     # Azure's destroy needs no extra: nobody is kept from deleting what bills.
     assert (
         "usage"

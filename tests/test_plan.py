@@ -36,10 +36,16 @@ def test_default_profile_side_by_side(profile_file):
     assert az.image.startswith("Canonical Ubuntu Server 22.04 LTS Gen2")
     assert az.pricing == "spot, deallocated if evicted; cap = on-demand"
     assert az.usd_per_hour.startswith("0.840 on-demand in westeurope")
-    assert az.worst_case == "$3.36 in 4 h (max_hours)"  # 0.84 x 4 h
-    # 0.838 on demand + gp3 disk 0.0429 + IPv4 0.005 per hour, x 4 h (rig.cost, catalog rates)
-    assert aws.worst_case == "$3.54 in 4 h (max_hours)"
-    assert plan.worst_case_usd == 6.90
+    # No published westeurope P15 figure: the disk is unknown offline, never compute alone
+    # (the old "$3.36" left disk and IP out of the one formula).
+    assert az.worst_case == (
+        "OS disk P15 (Premium_LRS) in westeurope: price unknown offline; read live at deploy"
+    )
+    # 0.838 on demand + gp3 disk 0.0453 + IPv4 0.005 per hour, x 4 h (rig.cost, catalog rates;
+    # the disk's month spread over 672 h, the shortest: re:Post Knowledge Center
+    # "ebs-volume-charges" bills a GB-month over the hours of the month it is in)
+    assert aws.worst_case == "$3.55 in 4 h (max_hours)"
+    assert plan.worst_case_usd is None  # one stand-in cannot be priced offline
 
 
 def test_differences_that_matter_are_flagged(profile_file):
@@ -74,7 +80,10 @@ def test_missing_price_is_flagged(profile_file):
     plan = build_plan(profile, cloud="azure")
     assert "deploy reads it live" in flags_of(plan, "azure-Standard_NC8as_T4_v3")["price"]
     assert plan.worst_case_usd is None
-    assert plan.columns[1].worst_case == "unknown until the live price"
+    assert plan.columns[1].worst_case == (
+        "on-demand price of Standard_NC8as_T4_v3 in northeurope: price unknown offline; read "
+        "live at deploy"
+    )
 
 
 def test_print_plan_for_a_deploy(profile_file):
@@ -84,18 +93,18 @@ def test_print_plan_for_a_deploy(profile_file):
     assert [c.target for c in plan.columns] == ["pc", "aws-g4dn.2xlarge"]
     assert "azure-Standard_NC8as_T4_v3" not in text
     assert "differs aws-g4dn.2xlarge cpu" in text
-    assert "Worst case for all of the above: $3.54" in text
+    assert "Worst case for all of the above: $3.55" in text
 
 
 def test_plan_command_table_and_json(profile_file, capsys):
     path = str(profile_file())
-    assert cli.main(["plan", "--config", path]) == 0
+    assert cli.main(["plan", "--config", path, "--offline"]) == 0
     out = capsys.readouterr().out
     for label in ("GPU", "VRAM", "Memory bandwidth", "vCPU / threads", "RAM", "Disk", "Image"):
         assert label in out
     assert "azure-Standard_NC8as_T4_v3" in out and "aws-g4dn.2xlarge" in out
-    assert cli.main(["plan", "--config", path, "--json", "--cloud", "azure"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    assert cli.main(["plan", "--config", path, "--json", "--cloud", "azure", "--offline"]) == 0
+    data = json.loads(capsys.readouterr().out)["comparison"]
     assert [c["target"] for c in data["columns"]] == ["pc", "azure-Standard_NC8as_T4_v3"]
     assert {f["aspect"] for f in data["flags"]} >= {"cpu", "ram", "bandwidth", "spot"}
 

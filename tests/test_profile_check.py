@@ -534,13 +534,16 @@ def test_cli_check_json_resolves_prices_and_worst_case():
         "price_source": "vantage-2026-01-21",
         "region": "eu-west-1",
         # The one formula (rig.cost): compute at its cap (on demand, 0.838) + the gp3 disk
-        # (200 GB x 0.088 + (417 - 125) MiB/s x 0.044 per month / 730 h = 0.0417; 417 MiB/s =
+        # (200 GB x 0.088 + (417 - 125) MiB/s x 0.044 per month / 672 h = 0.0453; 417 MiB/s =
         # g4dn.2xlarge's 437.5 MB/s EBS burst) + one public IPv4 (0.005), for max_hours = 4
-        # (catalog rates for eu-west-1, regions.toml).
-        "disk_usd_per_hour": 0.0417,
+        # (catalog rates for eu-west-1, regions.toml). 672 h: AWS spreads a month's price over
+        # that month's hours (re:Post Knowledge Center "ebs-volume-charges": 720 h in a 30-day
+        # month), so the shortest month is the bound.
+        "disk_usd_per_hour": 0.0453,
         "public_ipv4_usd_per_hour": 0.005,
-        "worst_case_usd": round((0.838 + (200 * 0.088 + 292 * 0.044) / 730 + 0.005) * 4, 2),
+        "worst_case_usd": round((0.838 + (200 * 0.088 + 292 * 0.044) / 672 + 0.005) * 4, 2),
         "price_unknown": None,
+        "worst_case_floor_usd": None,
     }
     assert data["resolved"]["pc"]["ram_bandwidth_gbs"] == 89.6
     assert any("mixtral" in note for note in data["advisories"])

@@ -75,6 +75,26 @@ TEXT: dict[str, dict[str, str]] = {
         "cost": "Cost",
         "cost_intro": "$/h as recorded at deploy time; this run's cost counts bench time only "
         "(first request to last answer), not deploy or idle time.",
+        "estimate": "Estimate vs actual",
+        "estimate_intro": "What rig plan's estimator (rig.estimate) expected this run to take "
+        "on each cloud target, stored in meta.json when the run started — its bench part only: "
+        "setup and model pulls happened at deploy — against the wall time the run took and "
+        "what that time cost at the rate the deploy recorded (compute + disk + public IP, "
+        "$/h x hours; a spot VM's bill follows the spot price as it moves — on AWS make "
+        "status reads it — so this is the price at deploy). Error = estimate / actual − 1: use "
+        "it to check and recalibrate the estimator.",
+        "est_time": "estimated",
+        "est_range": "range (decode ±)",
+        "actual_time": "actual",
+        "est_usd": "estimated $",
+        "actual_usd": "actual $",
+        "rate": "$/h (all)",
+        "est_basis_spans": "actual = the run's wall time on the target (meta.json spans)",
+        "est_basis_results": "actual = first request to last answer (results.jsonl; this run "
+        "recorded no spans)",
+        "est_models": "Per model (one session only)",
+        "est_decode": "decode tok/s estimated",
+        "est_no_rate": "no rate recorded",
         "verdict": "Verdict",
         "verdict_intro": "Interactive = at least {bar:g} tok/s decode on the card (measured on "
         "the PC when present, else the median projection).",
@@ -226,6 +246,26 @@ TEXT: dict[str, dict[str, str]] = {
         "cost": "コスト",
         "cost_intro": "$/h はデプロイ時の記録値。今回の費用はベンチ時間のみ（最初のリクエスト"
         "から最後の応答まで）で、デプロイや待機時間は含まない。",
+        "estimate": "見積もりと実績",
+        "estimate_intro": "rig plan の見積もり（rig.estimate）が各クラウドターゲットでこの実行に"
+        "かかると見込んだ時間（実行開始時に meta.json に保存。ベンチ部分のみ：セットアップと"
+        "モデルの取得はデプロイ時に済んでいます）と、実際にかかった経過時間、およびデプロイ時に"
+        "記録された単価（コンピュート＋ディスク＋パブリック IP、$/h × 時間。スポット VM の"
+        "請求は変動するスポット価格に従うため（AWS では make status で確認できます）、"
+        "これはデプロイ時の価格による値です）での費用の比較。"
+        "誤差 = 見積もり / 実績 − 1。見積もりの検証と再調整に使います。",
+        "est_time": "見積もり",
+        "est_range": "範囲（デコード ±）",
+        "actual_time": "実績",
+        "est_usd": "見積もり $",
+        "actual_usd": "実績 $",
+        "rate": "$/h（合計）",
+        "est_basis_spans": "実績 = ターゲットでの実行の経過時間（meta.json の spans）",
+        "est_basis_results": "実績 = 最初のリクエストから最後の回答まで（results.jsonl。この実行"
+        "には spans の記録がありません）",
+        "est_models": "モデルごと（1 回の実行のみ）",
+        "est_decode": "デコード tok/s 見積もり",
+        "est_no_rate": "単価の記録なし",
         "verdict": "判定",
         "verdict_intro": "対話的 = カード上でデコード {bar:g} tok/s 以上（PC の実測があれば"
         "それを、なければ予測の中央値を使用）。",

@@ -11,7 +11,7 @@ LaunchTemplate: "Update requires: Replacement").
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import botocore.exceptions
 
@@ -29,8 +29,10 @@ from rig.aws.session import Aws, AwsFactory, owner_of, tags_of
 from rig.catalog import Catalog
 from rig.catalog.schema import RegionRates
 from rig.cost import HourlyRates, worst_case_text, worst_case_usd
+from rig.estimate import estimate
 from rig.problems import CommandError
 from rig.profile import Placement, Profile
+from rig.standin import aws_standin, window_from
 from rig.state import VmState, iso, utc_now
 
 GPU_FAMILIES = ("g", "vt")  # instance families both G and VT quotas count
@@ -349,6 +351,28 @@ def preflight(
     return Preflight(account, arn, owner_of(arn), plans, quotas, iso(now))
 
 
+def plan_line(pre: Preflight, p: TypePlan, profile: Profile, cat: Catalog) -> str:
+    """ "estimated 2 h 21 min, $0.71; worst case 4 h, $3.54": rig plan's estimate for this VM
+    at the price just read (rig.estimate), the worst case from the same rates as above."""
+    source = (
+        f"live: describe_spot_price_history {pre.at}, {p.az}"
+        if p.spot
+        else f"on-demand ({p.on_demand_source})"
+    )
+    target = aws_standin(
+        profile, cat, p.instance_type, p.region, p.hourly, source, live_rates=p.live_rates
+    )
+    # The VM runs until max_hours, or until the daily_shutdown when that comes first (the
+    # stack's DailyStop schedule): the estimate bills at most that window.
+    try:
+        start = dt.datetime.fromisoformat(pre.at)
+    except ValueError:
+        start = None
+    if start is not None and start.tzinfo is not None:
+        target = replace(target, window_h=window_from(profile.autostop, start))
+    return estimate(profile, cat, target).line()
+
+
 def confirmation_lines(pre: Preflight, profile: Profile, cat: Catalog) -> list[str]:
     """What the deploy prints before asking: the account, and per stack its region, type,
     $/h now and at its cap, disk and IPv4, and the worst case (rig.cost's one formula) until
@@ -381,6 +405,7 @@ def confirmation_lines(pre: Preflight, profile: Profile, cat: Catalog) -> list[s
             f"  {worst_case_text(p.worst, hours)} (compute at its cap until the max_hours stop)"
             + (f"; at today's spot price ${worst_case_usd(now_rates, hours):.2f}" if p.spot else "")
         )
+        lines.append(f"  {plan_line(pre, p, profile, cat)}")
         lines.append(
             f"  stopped, it still costs {pricing.stopped_text(p.worst)} until make destroy"
         )

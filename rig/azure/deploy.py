@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ from rig.azure.preflight import check_permissions, check_providers, check_size
 from rig.azure.pricing import VmCost, vm_cost
 from rig.azure.pulumi_cli import FileBackend, Pulumi, backend_dir
 from rig.azure.schedule import SCHEDULE_LEAD, SCHEDULE_MARGIN, CloudStop, cloud_stop
-from rig.catalog import load_catalog
+from rig.catalog import Catalog, load_catalog
 from rig.cost import HourlyRates, stopped_usd_per_day, worst_case_text, worst_case_usd
+from rig.estimate import estimate
 from rig.plan import print_plan
 from rig.problems import CommandError
 from rig.profile import Profile
+from rig.standin import azure_standin
 from rig.state import SSH_PORT, VmState, iso, read_all, write
 
 ARM = "https://management.azure.com"
@@ -127,8 +130,17 @@ def _state(
     )
 
 
-def _cost_lines(size: str, cost: VmCost, stop: CloudStop) -> list[str]:
+def _cost_lines(
+    size: str, cost: VmCost, stop: CloudStop, profile: Profile, cat: Catalog
+) -> list[str]:
     p, now, worst = cost.price, cost.now, cost.worst
+    # The VM runs until the watchdog's max_hours or the shutdown schedule, whichever comes
+    # first (the schedule may come earlier: the daily_shutdown): the estimate bills that.
+    standin = replace(
+        azure_standin(profile, cat, size, cost, worst_h=stop.hours),
+        window_h=min(profile.autostop.max_hours, stop.hours),
+    )
+    plan = estimate(profile, cat, standin)
     od = f"${p.on_demand_usd_per_hour:.3f}/h" if p.on_demand_usd_per_hour else "unknown"
     lines = [
         f"  {size}: {p.kind} ${now.compute:.3f}/h now ({cost.sources['compute']}; on-demand "
@@ -136,6 +148,7 @@ def _cost_lines(size: str, cost: VmCost, stop: CloudStop) -> list[str]:
         f"public IP ${now.public_ip:.3f}/h ({cost.sources['public_ip']}) = ${now.running:.3f}/h",
         f"    {worst_case_text(worst, stop.hours)} (compute at its cap ${worst.compute:.3f}/h, "
         f"disk and IP included, until the shutdown schedule deallocates it)",
+        f"    {plan.line()}",
     ]
     return lines
 
@@ -191,8 +204,8 @@ def deploy(
     stop = cloud_stop(profile.autostop, start)  # an unknown time zone fails before anything
     print_plan(profile, console, cloud="azure")
     console.print(
-        "(The plan's worst case is compute at catalog prices for max_hours; the figure below is "
-        "what the cloud-side stop enforces: live prices, OS disk and public IP included.)",
+        "(The table above prices from the catalog; below: live prices — compute, OS disk and "
+        "public IP — the worst case the cloud-side stop enforces, and rig plan's estimate.)",
         style="dim",
     )
 
@@ -240,7 +253,7 @@ def deploy(
         highlight=False,
     )
     for size, cost in costs.items():
-        for line in _cost_lines(size, cost, stop):
+        for line in _cost_lines(size, cost, stop, profile, cat):
             console.print(line, highlight=False, soft_wrap=True)
     console.print(
         f"Cloud-side stop: {stop.local()} ({stop.hours:g} h from now) — the VM's shutdown "

@@ -350,12 +350,56 @@ def offline_worst_case_usd(profile: Profile, size: str) -> float | None:
     (rig/azure/schedule.py).
     Before a deploy the daily_shutdown can only shorten that, so this is an upper bound.
     None when a rate has no published figure for the region (price unknown; live price needed)."""
-    from rig.azure.schedule import DAY, EARLIEST, MINUTE
-
-    lead, cap = EARLIEST.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
-    hours = min(max(profile.autostop.max_hours, lead), cap)
     try:
         worst = catalog_cost(profile, size).worst
     except PriceUnknown:
         return None
-    return worst_case_usd(worst, round(hours, 2))
+    return worst_case_usd(worst, offline_worst_case_hours(profile))
+
+
+OFFLINE_UNKNOWN = "price unknown offline; read live at deploy"
+
+
+def offline_unknown_text(profile: Profile, size: str) -> str | None:
+    """What `rig check`, `rig plan` and the README say when the catalog cannot price a VM in
+    its region (None when it can): the rate, the region, and that the deploy reads it live —
+    e.g. "OS disk P15 (Premium_LRS) in westeurope: price unknown offline; read live at deploy"."""
+    try:
+        catalog_cost(profile, size)
+    except PriceUnknown as exc:
+        what = str(exc).split(": price unknown", 1)[0]
+        return f"{what}: {OFFLINE_UNKNOWN}"
+    return None
+
+
+def cost_summary(profile: Profile, size: str) -> str:
+    """The README form, from the catalog alone: "$0.752/h + disk $0.052/h + IP $0.005/h, worst
+    case 4 h, $3.24" — or, where a rate has no published figure for the region, what is known
+    and what the deploy reads live."""
+    from rig.cost import worst_case_text
+
+    unknown = offline_unknown_text(profile, size)
+    if unknown is None:
+        worst = catalog_cost(profile, size).worst
+        hours = offline_worst_case_hours(profile)
+        return (
+            f"${worst.compute:.3f}/h + disk ${worst.disk:.3f}/h + IP ${worst.public_ip:.3f}/h, "
+            f"{worst_case_text(worst, hours)}"
+        )
+    cat = load_catalog()
+    az = profile.azure
+    listed = cat.instances[size].price_in(az.location)
+    ip = cat.azure_prices.public_ip.get(az.location)
+    known = [f"${listed.usd_per_hour:.3f}/h"] if listed else []
+    known += [f"IP ${ip.usd_per_hour:.3f}/h"] if ip else []
+    return " + ".join(known) + ("; " if known else "") + unknown
+
+
+def offline_worst_case_hours(profile: Profile) -> float:
+    """max_hours within what the shutdown schedule can hold: at least its earliest (lead +
+    answer window), at most 23 h 59 min (rig/azure/schedule.py) — the hours every offline
+    worst case counts."""
+    from rig.azure.schedule import DAY, EARLIEST, MINUTE
+
+    lead, cap = EARLIEST.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
+    return round(min(max(profile.autostop.max_hours, lead), cap), 2)

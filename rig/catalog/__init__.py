@@ -95,6 +95,7 @@ class Catalog:
             keys.update(rate.source for rate in regions.rates.values())
             if regions.gp3_free is not None:
                 keys.add(regions.gp3_free.source)
+                keys.add(regions.gp3_free.hours_source)
         keys.update(self.azure_prices.sources())
         return keys
 

@@ -232,12 +232,15 @@ class RegionRates(_Strict):
 
 
 class Gp3Free(_Strict):
-    """gp3's free baseline (every region) and the month AWS's price examples divide by."""
+    """gp3's free baseline (every region), and the hours a month's price is spread over: AWS
+    bills a GB-month as the month's own hours (720 in a 30-day month, 744 in a 31-day one), so
+    the shortest month (672 h) gives the highest hourly rate: the bound every figure uses."""
 
     iops: int
     mbs: int
-    hours_per_month: float
+    hours_per_month: float = Field(gt=0)
     source: str
+    hours_source: str
 
 
 class Regions(_Strict):
@@ -250,6 +253,12 @@ class Regions(_Strict):
 class AzureDiskTier(_Strict):
     name: str  # billing tier, e.g. "P15": the provisioned size rounds up to the next tier
     size_gib: int
+    # Throughput per disk in MB/s as Microsoft's size tables give it (the same documents as the
+    # sizes): `mbs` always, `burst_mbs` for the first `burst_min` minutes where a tier bursts
+    # by credits (Premium SSD P1-P20: 170 MB/s for 30 min). None: not published here.
+    mbs: float | None = Field(default=None, gt=0)
+    burst_mbs: float | None = Field(default=None, gt=0)
+    burst_min: float | None = Field(default=None, gt=0)
 
 
 class PublishedPrice(_Strict):

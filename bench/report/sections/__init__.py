@@ -11,6 +11,7 @@ from bench.report.document import Section
 from bench.report.sections.bottom_line import sec_bottom_line
 from bench.report.sections.charts import sec_charts
 from bench.report.sections.cost import sec_cost
+from bench.report.sections.estimate import sec_estimate
 from bench.report.sections.fit import sec_fit
 from bench.report.sections.gpus import sec_gpus
 from bench.report.sections.load import sec_load
@@ -23,7 +24,7 @@ from bench.report.sections.targets import sec_targets
 from bench.report.sections.verdict import sec_verdict
 
 ORDER: list[Callable[[Ctx], Section | None]] = [
-    sec_bottom_line, sec_targets, sec_gpus, sec_speed, sec_fit, sec_share, sec_cost,
+    sec_bottom_line, sec_targets, sec_gpus, sec_speed, sec_fit, sec_share, sec_cost, sec_estimate,
     sec_verdict, sec_quality, sec_load, sec_projected_vs_measured, sec_charts, sec_method,
 ]  # fmt: skip
 
