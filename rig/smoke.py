@@ -137,24 +137,16 @@ def smoke_profile(profile: Profile, cloud: Cloud, choice: Choice, model: str, ou
 
 
 def plan_estimate(profile: Profile, cloud: Cloud, cat: Catalog, choice: Choice) -> str:
-    """SEAM (issue #16 section 1): the spending plan's estimate for the smoke profile, shown
-    before the deploy's confirmation. rig.plan is to expose an estimate function (time and $,
-    the same worst case as the deploy confirmation); wire it here. Until then this shows only
-    what exists today: the catalog worst case of rig.render.resolved (compute at its cap for
-    max_hours), or the chosen size's on-demand price for max_hours where the catalog has none."""
-    from rig.render import resolved  # the worst case every command prints today
+    """The spending plan's estimate (rig.estimate, the one `make plan` and the deploy
+    confirmations print) for the smoke profile, shown before the deploy asks: setup, the one
+    model's pull and the bench's own plan for one quick request — no idle tail, the smoke
+    destroys right after. Priced offline (catalog); the deploy's own line follows at the live
+    price."""
+    from rig.estimate import estimate, standin
 
-    hours = profile.autostop.max_hours
-    worst = [m["worst_case_usd"] for m in resolved(profile, cat)[cloud]]
-    if None in worst:
-        shown = f"${choice.usd_per_hour * hours:.2f} ({choice.source})"
-    else:
-        shown = f"${sum(worst):.2f}"
-    return (
-        f"smoke estimate: one warm-up and one request of {SMOKE_WORKLOAD} on "
-        f"{', '.join(profile.bench.models)}; worst case {hours:g} h, {shown}, compute at its "
-        "cap (the deploy adds disk and IP below)"
-    )
+    target = choice.instance if cloud == "azure" else f"{choice.instance}@{choice.region}"
+    est = estimate(profile, cat, standin(profile, cat, target), quick=True, idle=False)
+    return f"smoke estimate ({est.target}, {SMOKE_WORKLOAD}, one request): {est.line()}"
 
 
 @dataclass

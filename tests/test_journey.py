@@ -394,7 +394,7 @@ def test_smoke_deploys_the_cheapest_size_runs_one_request_and_destroys(world: Wo
     # The cheapest T4 size of the location, one hour, the smallest model.
     assert f"smoke: {NC4} in westeurope" in out and "max_hours 1" in out
     assert "model phi3:mini" in out
-    estimate = out.index("smoke estimate:")
+    estimate = out.index(f"smoke estimate (azure-{NC4}, chat-en, one request): estimated ")
     assert estimate < out.index("pulumi up")
     assert "time to first token" in out and "decode" in out and "cost so far $" in out
     assert "says 0 left" in out and "smoke: passed" in out

@@ -191,7 +191,10 @@ def test_aws_smoke_deploys_the_cheapest_type_for_one_hour_and_destroys_after_a_f
     assert read_all(tmp_path / ".state") == []
     text = run.console.export_text()
     assert "smoke: g4dn.xlarge in eu-west-1" in text and "max_hours 1" in text
-    assert text.index("smoke estimate:") < text.index("preflight in eu-west-1")
+    # rig plan's estimate for the smoke (catalog-priced), before the deploy even reads prices.
+    assert "smoke estimate (aws-g4dn.xlarge, chat-en, one request): estimated " in text
+    assert "worst case 1 h, $" in text
+    assert text.index("smoke estimate") < text.index("preflight in eu-west-1")
     assert "orphan scan in eu-west-1: 0 left" in text
 
 
