@@ -337,6 +337,11 @@ def test_the_journey_deploy_provision_bench_report_status_destroy(world: World, 
     assert not port_open(tunnel_port)  # closed with the bench
     assert target["rtt_ms"] is not None
     assert meta["versions"][f"server:{name}"] == OLLAMA
+    # rig plan's estimate of this very run, at the state file's price: what the report's
+    # estimate-vs-actual section reads.
+    est = meta["estimates"][name]
+    assert (est["target"], est["instance_type"], est["gpu"]) == (name, NC8, "t4")
+    assert [m["model"] for m in est["models"]] == ["phi3:mini", "gemma:7b"]
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert rows and all(r["ok"] for r in rows), rows
     assert {r["model"] for r in rows} == {"phi3:mini", "gemma:7b"}
