@@ -35,7 +35,7 @@ from rig.catalog.schema import Cloud
 from rig.inventory import gpu_check_model
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
-from rig.state import STATE_DIR, VmState, path_for, read_all, utc_now
+from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, path_for, read_all, utc_now
 
 SMOKE_MAX_HOURS = 1
 SMOKE_WORKLOAD = "chat-en"  # one case, short answer (the bench's --quick)
@@ -440,8 +440,13 @@ def add_commands(commands: Any) -> None:
     )
     parser.add_argument("cloud", choices=("aws", "azure"), help="the cloud to try")
     parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="where the smoke's request result is kept",
+    )
     parser.add_argument(
         "--yes", action="store_true", help="do not ask before deploying (the cost is printed)"
     )
