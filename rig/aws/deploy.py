@@ -543,6 +543,7 @@ def interrupted(inst: dict[str, Any], request: dict[str, Any] | None) -> bool:
 
 def ready_lines(state: VmState) -> list[str]:
     key = f" -i {state.ssh_key}" if state.ssh_key else ""
+    key += f" -p {state.ssh_port}" if state.ssh_port != 22 else ""
     return [
         f"{state.name}: {state.ssh_user}@{state.host} ({state.region}, "
         f"{state.ids.get('availability_zone', '')}), ${state.price.usd_per_hour:.4f}/h "
