@@ -281,7 +281,7 @@ class Deployer:
         request is cancelled"), so only terminating it ends its billing."""
         alive = [
             i["InstanceId"]
-            for i in existing_instances(aws, instance_ids)
+            for i in scan.existing_instances(aws, instance_ids)
             if i["State"]["Name"] in ("pending", "running", "stopping", "stopped")
         ]
         if not alive:
@@ -318,7 +318,7 @@ class Deployer:
         )
         reqs = [
             i["SpotInstanceRequestId"]
-            for i in existing_instances(aws, old)
+            for i in scan.existing_instances(aws, old)
             if i.get("SpotInstanceRequestId")
         ]
         for rid in scan.cancel_spot_requests(aws, reqs):
@@ -522,21 +522,6 @@ def blocked_by(name: str, status: str, region: str) -> None:
             f"{name} in {region} is {status} and cannot be updated; its VM may still bill — "
             f"run {fix}, then make deploy-aws (make destroy removes everything)"
         )
-
-
-def existing_instances(aws: Aws, ids: list[str] | set[str]) -> list[dict[str, Any]]:
-    """Describe the ids one by one: an id EC2 no longer knows must not hide the others
-    (DescribeInstances fails the whole call with InvalidInstanceID.NotFound)."""
-    out: list[dict[str, Any]] = []
-    for iid in sorted(set(ids)):
-        try:
-            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
-        except botocore.exceptions.ClientError as exc:
-            if "InvalidInstanceID" in str(exc):
-                continue
-            raise
-        out += [i for r in res for i in r["Instances"]]
-    return out
 
 
 def describe_instance(aws: Aws, instance_id: str) -> dict[str, Any]:
