@@ -212,3 +212,36 @@ def test_aws_smoke_that_passes_prints_the_figures_and_destroys(
     assert "time to first token 0.42 s, decode 35.5 tok/s (server), 64 tokens" in text
     assert "smoke: cost so far " in text and "smoke: passed" in text
     assert live_instances() == [] and read_all(tmp_path / ".state") == []
+
+
+def test_aws_smoke_whose_destroy_cannot_verify_exits_1_naming_what_is_left(
+    fake: FakeAws, tmp_path: Path, key_file: Path
+) -> None:
+    """#16.3: "any failure on the way still ends in a verified destroy (or an exit 1 that names
+    what is left)". The bench fails, then CloudFormation cannot delete the stack (DELETE_FAILED,
+    as tests/aws_fakes.py answers for a stack in fail_delete): the VM is still terminated (no
+    compute bills), the message carries both failures and says the destroy did not verify, and
+    the state file and the smoke's profile stay so `make destroy` can finish the job."""
+    seen: list[VmState] = []
+
+    def bench_fails(state, state_dir, profile, results_dir, console):
+        seen.append(state)
+        fake.fail_delete = {state.ids["stack"]}
+        raise CommandError("smoke: the bench request failed (model not found)")
+
+    run = aws_smoke(fake, tmp_path, key_file, bench_fails)
+    with pytest.raises(CommandError) as err:
+        run.run()
+    msg = str(err.value)
+    assert err.value.exit_code == 1
+    assert msg.startswith("smoke: the bench request failed (model not found); then the destroy")
+    assert "could not verify that nothing is left" in msg and "0 left" not in msg
+    (state,) = seen
+    assert live_instances() == []  # compute stopped whatever CloudFormation did
+    text = run.console.export_text()
+    assert (
+        f"aws cloudformation delete-stack --region eu-west-1 --stack-name {state.ids['stack']}"
+        in text
+    )
+    assert [s.name for s in read_all(tmp_path / ".state")] == [state.name]
+    assert (tmp_path / ".state" / "smoke" / "rig.toml").exists()
