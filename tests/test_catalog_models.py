@@ -59,6 +59,9 @@ def test_no_model_text_speaks_of_a_conversation_the_user_never_saw():
         assert "conversation" not in m.remark.lower()
     for s in CAT.sources.values():
         assert "conversation" not in s.title.lower()
+    # Source keys are printed too (rig catalog, make check, the plan's price lines).
+    for key in CAT.sources:
+        assert "conversation" not in key, key
 
 
 def test_the_readme_and_rig_toml_speak_of_the_plan_not_a_conversation():

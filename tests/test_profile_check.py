@@ -128,7 +128,7 @@ CASES = [
         ["'llama9:70b' is not a known model tag", "rig/catalog/models.toml"],
     ),
     (
-        "conversation-tag-rinna",
+        "plan-tag-rinna",
         [("bench", "models", '["llama3:8b", "rinna/youri-7b-chat"]')],
         {},
         "bench.models[1]",
@@ -138,7 +138,7 @@ CASES = [
         ],
     ),
     (
-        "conversation-tag-phi3-small",
+        "plan-tag-phi3-small",
         [("bench", "models", '["phi3:small"]')],
         {},
         "bench.models[0]",
