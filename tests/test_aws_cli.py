@@ -176,3 +176,23 @@ def test_destroy_skips_aws_when_disabled_and_nothing_recorded(
     out = capsys.readouterr().out
     assert rc == 0
     assert "nothing to destroy (no scan ran)" in out and "0 left" not in out
+
+
+def test_only_the_aws_package_imports_boto3():
+    """#15 Shape: AWS calls live in rig/aws/ (the lean install without the aws extra must import
+    everything else; the one-line missing-extra messages depend on it)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*root.glob("rig/**/*.py"), *root.glob("bench/**/*.py")]:
+        if path.is_relative_to(root / "rig" / "aws"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(n.split(".")[0] in ("boto3", "botocore") for n in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []

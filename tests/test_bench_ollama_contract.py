@@ -384,3 +384,34 @@ def test_the_reports_prefill_ttft_is_the_servers_when_it_has_one():
     assert prefill_ttft(RequestResult.from_json({**base, "ttft_s": 0.42})) == 0.42
     cached = {**base, "ttft_s": 0.05, "server_ttft_s": 0.01, "prefill_cold": False}
     assert prefill_ttft(RequestResult.from_json(cached)) is None
+
+
+def test_deployed_targets_are_benched_side_by_side(tmp_path):
+    """#15.11: three stand-ins from one deploy are benched at once (a thread per target), not
+    one after another: each target's first request waits at a barrier the other two must reach,
+    which a sequential runner never would (it would break after the timeout)."""
+    import threading
+
+    barrier = threading.Barrier(3, timeout=20)
+
+    class Meeting(OllamaBackend):
+        met = False
+
+        def chat(self, model, request):
+            if not self.met:
+                self.met = True
+                barrier.wait()
+            return super().chat(model, request)
+
+    with FakeOllama() as a, FakeOllama() as b, FakeOllama() as c:
+        store = RunStore.create(tmp_path, "run")
+        targets = [
+            Target(TargetInfo(name=name, url=f.url, backend="ollama", gpu="t4"), Meeting(f.url))
+            for name, f in (("aws-g4dn", a), ("aws-g5", b), ("aws-g6", c))
+        ]
+        plan = Plan(models=["mistral:latest"], workloads=["chat-en"], repetitions=1, quick=True)
+        outcomes = Runner(store, targets, plan).run()
+    assert not barrier.broken
+    assert [o.lost for o in outcomes] == [None, None, None]
+    rows = [json.loads(x) for x in store.results_path.read_text().splitlines()]
+    assert {r["target"] for r in rows if r["ok"]} == {"aws-g4dn", "aws-g5", "aws-g6"}
