@@ -32,10 +32,10 @@ CDK_STAMP := $(CDK)/node_modules/.installed-stamp
 COMMA := ,
 NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: help setup setup-bench setup-aws setup-azure setup-provision engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision test-rootfs clean
+.PHONY: help setup setup-bench setup-aws setup-azure setup-provision engine test-deps test lint check compare bench status plan deploy-azure cdk-cli synth-aws deploy-aws destroy provision smoke e2e test-rootfs clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(STAMP) ## Create .venv with everything: both clouds, Ansible, the test tools (~1.9 GB, 3-4 min)
 
@@ -140,6 +140,15 @@ deploy-azure: setup-azure ## Azure spot GPU VM(s): preflight + worst case, pulum
 
 provision: setup-provision ## Ansible on deployed VMs: driver, Ollama + models, idle watchdog (TARGET=name; default all)
 	$(PY) -m rig provision $(or $(TARGET),all)
+
+# The cheapest VM of CLOUD, max_hours 1, the smallest model, one request, then a verified
+# destroy (python -m rig smoke): a first real run that costs cents.
+smoke: $(if $(filter aws,$(CLOUD)),setup-aws cdk-cli,$(if $(filter azure,$(CLOUD)),setup-azure,setup-bench)) ## First real run, bounded: make smoke CLOUD=aws|azure — cheapest VM, 1 h cap, one request, destroy (YES=1: no question)
+	@case "$(CLOUD)" in aws|azure) ;; *) echo "smoke: name the cloud — make smoke CLOUD=aws or make smoke CLOUD=azure" >&2; exit 2;; esac
+	$(PY) -m rig smoke $(CLOUD) $(if $(YES),--yes)
+
+e2e: setup ## The whole journey offline, as processes: deploy, provision, bench, report, status, destroy, and the smoke run (root)
+	$(PY) -m pytest tests/test_journey.py
 
 test-rootfs: ## Pre-build the cached Debian 12 rootfs the Ansible converge test boots (root; ~3 min once)
 	cd tests/fixtures/ansible && $(abspath $(PY)) -c 'import nspawn; print(nspawn.build_rootfs())'

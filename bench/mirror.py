@@ -14,7 +14,7 @@ Nothing here does I/O except `load_catalog()` (cached, read-only).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bench import speed
@@ -107,11 +107,7 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, float):
-                out[key] = round(value, 3)
-        return out
+        return speed.rounded_dict(self, 3)
 
 
 def arch_from_model(m: Model) -> Arch:
@@ -458,11 +454,7 @@ class RankRow:
     fit_basis: str
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, float):
-                out[key] = round(value, 2)
-        return out
+        return speed.rounded_dict(self, 2)
 
 
 def rank_all(

@@ -563,11 +563,17 @@ class SpeedProjection:
     assumptions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, float):
-                out[key] = round(value, 2)
-        return out
+        return rounded_dict(self, 2)
+
+
+def rounded_dict(record: Any, digits: int) -> dict[str, Any]:
+    """A dataclass as a dict for JSON, its float fields rounded to `digits` (nested values
+    as they are)."""
+    out = asdict(record)
+    for key, value in out.items():
+        if isinstance(value, float):
+            out[key] = round(value, digits)
+    return out
 
 
 def carry(

@@ -131,7 +131,8 @@ def from_state_file(path: Path) -> TargetSpec:
     """A deployed VM from its state file (see rig's deploy for the writer)."""
     try:
         # rig.state's loader: the same one-line message and fix as every rig command.
-        state = rig_state.load(path).to_json()
+        loaded = rig_state.load(path)
+        state = loaded.to_json()
     except CommandError as exc:
         raise TargetError(str(exc)) from None
     try:
@@ -160,6 +161,7 @@ def from_state_file(path: Path) -> TargetSpec:
             state["host"],
             state["ssh_user"],
             state.get("ssh_key"),
+            port=loaded.ssh_port,
             known_hosts=str(path.parent / "known_hosts"),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:

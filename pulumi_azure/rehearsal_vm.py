@@ -32,6 +32,7 @@ from rig.profile import OPEN_PREFIX, Profile
 
 VNET_CIDR = "10.42.0.0/16"
 SUBNET_CIDR = "10.42.1.0/24"
+SSH_PORT = 22  # the only inbound port the NSG opens (exported: the deploy waits on it)
 # Trusted Launch turns on Secure Boot, which refuses the unsigned NVIDIA kernel module Ansible
 # builds with DKMS (REFERENCE: nvidia-dkms is refused under Secure Boot), so the VM must be a
 # "Standard" (non-Trusted-Launch) VM. How to say so depends on the Compute API version the
@@ -158,7 +159,7 @@ def declare(
                 "source_address_prefix": source,
                 "source_port_range": "*",  # a client's own port is arbitrary; the address is not
                 "destination_address_prefix": SUBNET_CIDR,
-                "destination_port_range": "22",
+                "destination_port_range": str(SSH_PORT),
                 "description": "SSH from the deploying machine only (rig.toml access.ssh_source)",
             }
         ],
@@ -285,6 +286,7 @@ def declare(
         "location": loc,
         "size": vm_size,
         "ssh_user": image.ssh_user,
+        "ssh_port": str(SSH_PORT),  # the deploy waits for SSH, and the state records it, here
         "shutdown_time": shutdown_time,
         "shutdown_time_zone": shutdown_time_zone,
     }

@@ -28,7 +28,14 @@ EXIT_INVALID = 2
 CLOUDS = ("aws", "azure")
 # Optional command modules, one per part: each exposes add_commands(commands: Commands).
 # Missing ones (a part not built yet) are skipped, so the CLI lists only what works.
-EXTENSIONS = ("rig.aws_cli", "rig.azure_cli", "rig.plan", "rig.provision", "rig.models")
+EXTENSIONS = (
+    "rig.aws_cli",
+    "rig.azure_cli",
+    "rig.plan",
+    "rig.provision",
+    "rig.models",
+    "rig.smoke",
+)
 
 # Which pyproject extra brings which importable module (see [project.optional-dependencies]).
 EXTRA_OF_MODULE = {
@@ -53,6 +60,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "deploy azure": ("pulumi", "pulumi_azure_native", "ansible"),
     "provision": ("ansible",),
 }
+# The smoke run deploys and destroys with the same code as those commands.
+NEEDS["smoke aws"] = NEEDS["deploy aws"]
+NEEDS["smoke azure"] = NEEDS["deploy azure"]
 # The lean setup target per extra set (Makefile), named in the message.
 SETUP_TARGET = {"aws": "setup-aws", "azure": "setup-azure", "provision": "setup-provision"}
 # Commands an extension registers, so they still show (and explain) when its import fails for

@@ -60,7 +60,7 @@ def host_vars(
     known_hosts = (state_dir / f"{state.name}.known_hosts").resolve()
     return {
         "ansible_host": state.host,
-        "ansible_port": int(state.extra.get("ssh_port", 22)),
+        "ansible_port": state.ssh_port,
         "ansible_user": state.ssh_user,
         "ansible_ssh_private_key_file": str(Path(state.ssh_key).expanduser().resolve()),
         # One known_hosts per target: a cloud reuses IPs, a shared file would then refuse.

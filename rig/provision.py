@@ -120,7 +120,9 @@ def run_playbook(
         ANSIBLE_PYTHON_INTERPRETER="auto_silent",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
-    cmd = [str(ansible_playbook()), "-i", str(inventory), str(PLAYBOOK)]
+    # ansible-playbook runs in ansible/ (its ansible.cfg): a relative inventory path, as the
+    # default state dir gives (.state/_inventory.json), would be looked up there instead.
+    cmd = [str(ansible_playbook()), "-i", str(Path(inventory).resolve()), str(PLAYBOOK)]
     if limit:
         cmd += ["--limit", ",".join(limit)]
     if extra_vars:

@@ -238,7 +238,7 @@ def azure_standin(
     `rig plan`'s); without it the catalog's figures for this very region, and where one is
     missing the rates stay unknown ("read live at deploy") instead of borrowed. `worst_h`: the
     hours until the shutdown schedule (the deploy's CloudStop.hours); default max_hours within
-    the schedule's limits (at least its 60 min lead, at most 23 h 59 min)."""
+    the schedule's limits (at least its 60 min lead + 10 min to answer, at most 23 h 59 min)."""
     from rig.azure import pricing
 
     az = profile.azure

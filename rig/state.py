@@ -28,6 +28,7 @@ STATE_DIR_HELP = "where the deploys keep their state files"
 # Bump when a field is added, removed or changes meaning; readers refuse newer files. Files
 # written before the field existed have the same shape as schema 1 and carry no `schema` key.
 SCHEMA = 1
+SSH_PORT = 22  # the default; a stack may name another (state.extra["ssh_port"])
 
 
 @dataclass
@@ -63,6 +64,13 @@ class VmState:
     provisioned: bool = False  # set once Ansible converged (driver, Ollama, models, watchdog)
     extra: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA  # the state file format version (see SCHEMA)
+
+    @property
+    def ssh_port(self) -> int:
+        """Where the VM's sshd answers: `extra.ssh_port` as the deploy read it from the stack's
+        outputs, 22 when the file has none (every file written before the field existed)."""
+        port = self.extra.get("ssh_port", SSH_PORT)
+        return int(port)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +176,11 @@ def load(path: Path) -> VmState:
         ) from None
     if state.schema < 1:
         raise StateError(f"{path}: schema {state.schema} is not a version — {_set_aside(path)}")
+    port = state.extra.get("ssh_port", SSH_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise StateError(
+            f"{path}: extra.ssh_port is {port!r}, not a TCP port (1-65535) — {_set_aside(path)}"
+        )
     if state.name != path.stem:
         # remove() and the deploys find a VM's file by its name: a mismatch would lose track.
         raise StateError(

@@ -229,6 +229,7 @@ class FakeOllama:
         prefill_s_per_token: float = 0.0002,
         num_parallel: int = 1,
         load_s: float = 0.02,
+        listen: bool = True,
     ):
         self.tokens = tokens or ["The", " sky", " is", " blue", "."]
         self.thinking: list[str] = []  # streamed in message.thinking before the answer
@@ -255,8 +256,11 @@ class FakeOllama:
         self.chats = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # listen=False: no server of its own; the guest's Ollama stand-in
+        # (tests/fixtures/ansible/standin-ollama) serves this behaviour through _handler().
+        if listen:
+            self.server = _Server(("127.0.0.1", 0), self._handler())
+            self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:

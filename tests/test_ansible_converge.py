@@ -17,23 +17,20 @@ Both guests share the host's network, and so 127.0.0.1:11434: run this under
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
-import tarfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -44,6 +41,7 @@ FIXTURES = ROOT / "tests/fixtures/ansible"
 sys.path.insert(0, str(FIXTURES))
 
 import nspawn  # noqa: E402  (test fixture module beside the stand-ins)
+from standin import ARCHIVE, QuietFiles, add_standins, pack_standin  # noqa: E402
 
 from rig.inventory import write_inventory  # noqa: E402
 from rig.profile import load_profile  # noqa: E402
@@ -54,7 +52,6 @@ from rig.state import Price, VmState, read_all  # noqa: E402
 # the .tar.zst archive name and the llama-server placement (LLAMA_ARG_FIT_TARGET).
 V1 = "0.32.14-standin"
 V2 = "0.32.15-standin"
-ARCHIVE = "ollama-linux-amd64.tar.zst"  # the name releases use from 0.14
 MIB = 1024**2
 A10G_MIB = 23028  # what the stand-in nvidia-smi reports
 PC_MIB = 16380  # the planned RTX 4060 Ti 16GB (catalog usable_mib)
@@ -71,31 +68,6 @@ def _missing() -> str:
         if shutil.which(tool) is None:
             return f"needs {tool} (make test-deps installs it)"
     return ""
-
-
-def pack_standin(out_dir: Path, version: str) -> str:
-    """An archive laid out like Ollama's release (bin/ollama, lib/ollama/); returns its sha256."""
-    script = (FIXTURES / "standin-ollama/ollama").read_text().replace("@VERSION@", version)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, mode in (
-            ("bin/ollama", script.encode(), 0o755),
-            ("lib/ollama/STANDIN-NOT-OLLAMA.txt", b"Test fixture, not Ollama.\n", 0o644),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-    packed = subprocess.run(
-        ["zstd", "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True
-    ).stdout
-    (out_dir / f"v{version}").mkdir(parents=True)
-    (out_dir / f"v{version}" / ARCHIVE).write_bytes(packed)
-    return hashlib.sha256(packed).hexdigest()
-
-
-class QuietFiles(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @dataclass
@@ -128,16 +100,6 @@ def vars_for(base_url: str, version: str, sha256: str) -> dict[str, object]:
         # /proc/uptime in a container is the host's: acting could power the container off.
         "autostop_dry_run": True,
     }
-
-
-def add_standins(root: Path, gpu: bool) -> None:
-    """cloud-init in both guests (the first-boot wait runs); nvidia-smi in the GPU one."""
-    files = {"usr/bin/cloud-init": "standin-cloud-init"}
-    if gpu:
-        files["usr/local/bin/nvidia-smi"] = "standin-nvidia-smi"
-    for target, source in files.items():
-        shutil.copy(FIXTURES / source, root / target)
-        (root / target).chmod(0o755)
 
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])

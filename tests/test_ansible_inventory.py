@@ -116,6 +116,22 @@ def test_provision_unreachable_is_one_clear_line(tmp_path: Path) -> None:
     assert state.provisioned is False
 
 
+def test_provision_with_the_default_relative_state_dir_finds_its_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make provision` runs with state_dir=.state (relative) while ansible-playbook runs in
+    ansible/: the inventory must still be the one just written, not ansible/.state/..."""
+    monkeypatch.chdir(tmp_path)
+    state = vm("aws-g4dn.2xlarge", "aws", "t4", ssh_port=9)
+    state.host, state.ssh_key = "127.0.0.1", str(tmp_path / "missing_key")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="did not answer over SSH"):
+        provision(state, Profile(), Console(file=out, width=300), state_dir=Path(".state"))
+    log = out.getvalue()
+    assert "Unable to parse" not in log and "no hosts matched" not in log, log
+    assert "fatal: [aws-g4dn.2xlarge]: UNREACHABLE!" in log, log
+
+
 def test_cli_provision_unknown_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(vm("aws-g4dn.2xlarge", "aws", "t4"), tmp_path)
     rc = main(

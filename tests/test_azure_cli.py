@@ -69,6 +69,7 @@ class World:
             fake.usage_pages[0]["value"][2]["limit"] = 24
         self.creds: Credentials | None = Credentials("az-cli", SUB, "tenant")
         self.fake: FakePulumi | None = None
+        self.ssh_port = 22  # what the stack exports as ssh_port
         self.missing: str | None = None
         self.environ: dict[str, str] = {}
         self.tty = True
@@ -105,6 +106,7 @@ class World:
                 self.arms[creds.subscription_id], backend_dir(state_dir), project
             )
         self.fake.arm = self.arms[creds.subscription_id]
+        self.fake.ssh_port = self.ssh_port
         return Pulumi(self.fake.run, env)
 
     def deps(self) -> Deps:
@@ -128,7 +130,9 @@ class World:
             price=lambda loc, size: self.price,
             extras=lambda loc, disk_type, gb: self.extras,
             public_ip=lambda: "203.0.113.7",
-            wait_ssh=lambda host: self.order.append(f"ssh {host}"),
+            wait_ssh=lambda host, port: self.order.append(
+                f"ssh {host}" + ("" if port == 22 else f":{port}")
+            ),
             keygen=keygen,
             provisioner=lambda: self.provision_fn,
             interactive=lambda: self.tty,
@@ -198,6 +202,18 @@ def test_deploy_sets_the_cloud_side_stop_and_prints_what_it_enforces(profile_fil
     assert saved == vm
     assert world.order == ["ssh 198.51.100.20"]
     assert "ssh -i" in text and "11434:127.0.0.1:11434 azureuser@198.51.100.20" in text
+
+
+def test_the_ssh_port_the_stack_exports_is_waited_on_recorded_and_printed(profile_file, world):
+    """The state says where sshd answers; Ansible, the bench's tunnel and the printed tunnel
+    command all read it from there (22 when a stack exports none)."""
+    world.ssh_port = 2222
+    vm, text = deployed(world, profile_file)
+    assert vm.extra["ssh_port"] == 2222 and vm.ssh_port == 2222
+    assert world.order == ["ssh 198.51.100.20:2222"]
+    assert "-p 2222 -N -L 11434:127.0.0.1:11434 azureuser@198.51.100.20" in text
+    (saved,) = state.read_all(world.state_dir)
+    assert saved.ssh_port == 2222
 
 
 def test_no_terminal_and_no_yes_refuses_before_anything_exists(profile_file, world):

@@ -210,8 +210,8 @@ def test_offline_worst_case_for_rig_plan_bounds_what_the_deploy_enforces(profile
     rate = 0.526 + round(38.01 / 730, 5) + 0.005
     assert pricing.offline_worst_case_usd(profile, "Standard_NC4as_T4_v3") == round(rate * 4, 2)
     short = load_profile(profile_file(*east, ("autostop", "max_hours", "0.25")))
-    assert pricing.offline_worst_case_usd(short, "Standard_NC4as_T4_v3") == round(rate * 1, 2)
-    # ^ the schedule cannot stop it before its 60 min lead
+    assert pricing.offline_worst_case_usd(short, "Standard_NC4as_T4_v3") == round(rate * 70 / 60, 2)
+    # ^ the schedule cannot stop it before its 60 min lead + 10 min to answer the deploy
 
 
 def _vm(sku: str, price: float, **extra: Any) -> dict[str, Any]:

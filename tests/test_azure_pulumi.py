@@ -334,6 +334,7 @@ def test_every_taggable_resource_is_tagged_and_outputs_are_exported(profile_file
             "location": "westeurope",
             "size": "Standard_NC8as_T4_v3",
             "ssh_user": "azureuser",
+            "ssh_port": "22",  # the NSG's one open port; the deploy waits on it
             "shutdown_time": "1300",
             "shutdown_time_zone": "UTC",
         }

@@ -49,8 +49,18 @@ def test_a_daily_time_too_close_to_trust_is_skipped_not_deferred_a_day():
 
 def test_a_max_hours_shorter_than_the_lead_is_moved_to_the_lead_and_said():
     s = stop(max_hours=0.5)
-    assert s.at == T0 + schedule.SCHEDULE_LEAD and s.hours == 1.0
-    assert "shorter than the 60 min" in s.why and "watchdog" in s.why
+    assert s.at == T0 + schedule.SCHEDULE_LEAD + schedule.ANSWER_WINDOW and s.hours == 1.17
+    assert "shorter than the 60 min" in s.why and "10 min to answer" in s.why
+    assert "watchdog" in s.why
+
+
+def test_one_hour_leaves_time_to_answer_the_deploy_question():
+    """max_hours = 1 (the smoke run): planned at the start, the stop must still be the lead
+    ahead after the question is answered (rig/azure/deploy.py refuses otherwise)."""
+    s = stop(T0 + dt.timedelta(seconds=20), max_hours=1)
+    answered = T0 + dt.timedelta(seconds=20) + schedule.ANSWER_WINDOW - dt.timedelta(minutes=1)
+    assert answered <= s.at - schedule.SCHEDULE_LEAD
+    assert s.at == T0 + dt.timedelta(minutes=71) and "10 min to answer" in s.why
 
 
 def test_more_than_a_day_is_capped_at_23_59():
@@ -65,14 +75,19 @@ def test_daily_off_runs_the_deadline_in_utc_whatever_the_zone():
 
 
 def test_local_time_in_the_profile_zone():
-    # 09:00 UTC is 18:00 in Tokyo: the 19:00 JST daily stop is exactly the lead away, and wins.
-    s = stop(timezone="Asia/Tokyo")
+    # 08:50 UTC is 17:50 in Tokyo: the 19:00 JST daily stop is exactly the lead + the answer
+    # window away, and wins.
+    s = stop(T0 - dt.timedelta(minutes=10), timezone="Asia/Tokyo")
     assert (s.at, s.time, s.time_zone_id) == (
         T0 + dt.timedelta(hours=1),
         "1900",
         "Tokyo Standard Time",
     )
     assert s.local().startswith("2026-11-28 19:00")
+    # At 09:00 UTC it is only the lead away: no time to answer, so the max_hours deadline
+    # (13:00 UTC, 22:00 JST) holds instead of a stop the deploy would refuse after the answer.
+    s = stop(timezone="Asia/Tokyo")
+    assert (s.at, s.time) == (T0 + dt.timedelta(hours=4), "2200")
 
 
 def test_a_dst_change_inside_the_window_keeps_the_instant():
@@ -88,7 +103,7 @@ def test_hours_are_rounded_up_never_down():
     s = stop(T0 + dt.timedelta(seconds=20))  # the deadline is floored to the minute
     assert s.at == T0 + dt.timedelta(hours=4) and s.hours == 4.0
     s = stop(T0 + dt.timedelta(seconds=20), max_hours=0.25)  # lead is ceiled to the minute
-    assert s.at == T0 + dt.timedelta(minutes=61) and s.hours == 1.02  # 1.0111 h, up
+    assert s.at == T0 + dt.timedelta(minutes=71) and s.hours == 1.18  # 1.1778 h, up
 
 
 def test_unknown_time_zone_is_a_one_line_error_with_the_fix():

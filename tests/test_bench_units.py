@@ -275,6 +275,10 @@ def test_state_file_becomes_a_tunnelled_target(tmp_path):
     spec = from_state_file(path)
     assert spec.info.gpu == "t4" and spec.info.usd_per_hour == 0.31 and spec.remote.user == "ubuntu"
     assert spec.remote.ssh_argv()[-1] == "ubuntu@203.0.113.10"
+    assert spec.remote.ssh_argv()[1:3] == ["-p", "22"]  # no ssh_port recorded: 22
+    vm.extra["ssh_port"] = 2222  # a stack that named another port (rig.state.VmState.ssh_port)
+    spec = from_state_file(state.write(vm, tmp_path))
+    assert spec.remote.port == 2222 and spec.remote.ssh_argv()[1:3] == ["-p", "2222"]
     path.write_text("{}")
     with pytest.raises(TargetError, match=r"not a state file this version can use.*missing name"):
         from_state_file(path)

@@ -271,6 +271,10 @@ def _env(copy: Path) -> dict[str, str]:
     }
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "ARM_CLIENT_ID"):
         env.pop(key, None)
+    # CI runs these tests under `make test`: without this, the README's make commands would run
+    # as sub-makes and print "make[1]: Entering directory" lines no user's shell shows.
+    for key in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+        env.pop(key, None)
     return env
 
 

@@ -57,6 +57,10 @@ BAD_FILES = {
         json.dumps({k: v for k, v in vm().to_json().items() if k not in ("deadline", "schema")}),
         "missing deadline",
     ),
+    "bad-ssh-port": (
+        json.dumps({**vm().to_json(), "extra": {"ssh_port": "2222"}}),
+        "extra.ssh_port is '2222', not a TCP port (1-65535)",
+    ),
     "wrong-type": (
         json.dumps({**vm().to_json(), "price": {"usd_per_hour": "cheap"}}),
         "price.usd_per_hour: input should be a valid number",

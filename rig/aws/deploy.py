@@ -281,7 +281,7 @@ class Deployer:
         request is cancelled"), so only terminating it ends its billing."""
         alive = [
             i["InstanceId"]
-            for i in existing_instances(aws, instance_ids)
+            for i in scan.existing_instances(aws, instance_ids)
             if i["State"]["Name"] in ("pending", "running", "stopping", "stopped")
         ]
         if not alive:
@@ -318,7 +318,7 @@ class Deployer:
         )
         reqs = [
             i["SpotInstanceRequestId"]
-            for i in existing_instances(aws, old)
+            for i in scan.existing_instances(aws, old)
             if i.get("SpotInstanceRequestId")
         ]
         for rid in scan.cancel_spot_requests(aws, reqs):
@@ -524,21 +524,6 @@ def blocked_by(name: str, status: str, region: str) -> None:
         )
 
 
-def existing_instances(aws: Aws, ids: list[str] | set[str]) -> list[dict[str, Any]]:
-    """Describe the ids one by one: an id EC2 no longer knows must not hide the others
-    (DescribeInstances fails the whole call with InvalidInstanceID.NotFound)."""
-    out: list[dict[str, Any]] = []
-    for iid in sorted(set(ids)):
-        try:
-            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
-        except botocore.exceptions.ClientError as exc:
-            if "InvalidInstanceID" in str(exc):
-                continue
-            raise
-        out += [i for r in res for i in r["Instances"]]
-    return out
-
-
 def describe_instance(aws: Aws, instance_id: str) -> dict[str, Any]:
     res = aws.client("ec2").describe_instances(InstanceIds=[instance_id])
     return res["Reservations"][0]["Instances"][0]
@@ -558,6 +543,7 @@ def interrupted(inst: dict[str, Any], request: dict[str, Any] | None) -> bool:
 
 def ready_lines(state: VmState) -> list[str]:
     key = f" -i {state.ssh_key}" if state.ssh_key else ""
+    key += f" -p {state.ssh_port}" if state.ssh_port != 22 else ""
     return [
         f"{state.name}: {state.ssh_user}@{state.host} ({state.region}, "
         f"{state.ids.get('availability_zone', '')}), ${state.price.usd_per_hour:.4f}/h "

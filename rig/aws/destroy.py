@@ -155,7 +155,7 @@ class Destroyer:
         instance_ids |= {s.ids["instance"] for s in recorded if s.ids.get("instance")}
         instance_ids |= {i["InstanceId"] for i in scan.tagged_instances(aws, stacks=[name])}
         request_ids = {s.ids["spot_request"] for s in recorded if s.ids.get("spot_request")}
-        live = _existing_instances(aws, instance_ids)
+        live = scan.existing_instances(aws, instance_ids)
         request_ids |= {i["SpotInstanceRequestId"] for i in live if i.get("SpotInstanceRequestId")}
         # Requests by the recorded ids first, then any the stack's tag finds.
         open_ids = [r["SpotInstanceRequestId"] for r in scan.spot_requests(aws, ids=request_ids)]
@@ -196,7 +196,7 @@ class Destroyer:
         while True:
             left = [
                 i["InstanceId"]
-                for i in _existing_instances(aws, set(ids))
+                for i in scan.existing_instances(aws, ids)
                 if i["State"]["Name"] != "terminated"
             ]
             if not left:
@@ -210,20 +210,6 @@ class Destroyer:
 
 def _stack_of(state: VmState) -> str:
     return state.ids.get("stack") or stack_name(state.instance_type)
-
-
-def _existing_instances(aws: Aws, ids: set[str]) -> list[dict]:
-    """Describe the ids one by one: an id that no longer exists must not hide the others."""
-    out = []
-    for iid in sorted(ids):
-        try:
-            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
-        except botocore.exceptions.ClientError as exc:
-            if "InvalidInstanceID" in str(exc):
-                continue
-            raise
-        out += [i for r in res for i in r["Instances"]]
-    return out
 
 
 def report_lines(report: DestroyReport) -> tuple[list[str], CommandError | None]:

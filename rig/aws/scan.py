@@ -131,6 +131,21 @@ def tagged_instances(
     ]
 
 
+def existing_instances(aws: Aws, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Describe the ids one by one: an id EC2 no longer knows must not hide the others
+    (DescribeInstances fails the whole call with InvalidInstanceID.NotFound)."""
+    out: list[dict[str, Any]] = []
+    for iid in sorted(set(ids)):
+        try:
+            res = aws.client("ec2").describe_instances(InstanceIds=[iid])["Reservations"]
+        except botocore.exceptions.ClientError as exc:
+            if "InvalidInstanceID" in str(exc):
+                continue
+            raise
+        out += [i for r in res for i in r["Instances"]]
+    return out
+
+
 def orphans(aws: Aws, owner: str) -> list[Leftover]:
     """Everything still tagged for this project and owner that bills or could relaunch
     (instances, volumes, network interfaces, Elastic IPs, spot requests), and what a stack
@@ -151,121 +166,84 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
         return t.get(TAG_OWNER, owner) == owner
 
     out: list[Leftover] = []
+
+    def found(kind: str, rid: str, detail: str, command: str, target: str) -> None:
+        """One leftover, removed by `aws COMMAND --region REGION TARGET`."""
+        out.append(Leftover(kind, rid, detail, f"aws {command} --region {region} {target}", region))
+
+    def tagged(operation: str, key: str, tags: str = "Tags") -> list[dict[str, Any]]:
+        """A paginated EC2 listing by the project's tags, only what is this owner's."""
+        pages = ec2.get_paginator(operation).paginate(Filters=tag_filters)
+        return [x for page in pages for x in page[key] if mine(x.get(tags))]
+
     for i in tagged_instances(aws, owner=owner):
         if mine(i.get("Tags")):
             iid = i["InstanceId"]
-            out.append(
-                Leftover(
-                    "instance",
-                    iid,
-                    i["State"]["Name"],
-                    f"aws ec2 terminate-instances --region {region} --instance-ids {iid}",
-                    region,
-                )
+            found(
+                "instance",
+                iid,
+                i["State"]["Name"],
+                "ec2 terminate-instances",
+                f"--instance-ids {iid}",
             )
-    volumes = ec2.get_paginator("describe_volumes").paginate(Filters=tag_filters)
-    for v in (v for page in volumes for v in page["Volumes"]):
-        if mine(v.get("Tags")):
-            vid = v["VolumeId"]
-            out.append(
-                Leftover(
-                    "volume",
-                    vid,
-                    f"{v['Size']} GB {v['State']}",
-                    f"aws ec2 delete-volume --region {region} --volume-id {vid}",
-                    region,
-                )
-            )
-    enis = ec2.get_paginator("describe_network_interfaces").paginate(Filters=tag_filters)
-    for n in (n for page in enis for n in page["NetworkInterfaces"]):
-        if mine(n.get("TagSet")):
-            nid = n["NetworkInterfaceId"]
-            out.append(
-                Leftover(
-                    "network interface",
-                    nid,
-                    n.get("Status", ""),
-                    f"aws ec2 delete-network-interface --region {region} "
-                    f"--network-interface-id {nid}",
-                    region,
-                )
-            )
+    for v in tagged("describe_volumes", "Volumes"):
+        vid = v["VolumeId"]
+        found(
+            "volume", vid, f"{v['Size']} GB {v['State']}", "ec2 delete-volume", f"--volume-id {vid}"
+        )
+    for n in tagged("describe_network_interfaces", "NetworkInterfaces", tags="TagSet"):
+        nid = n["NetworkInterfaceId"]
+        found(
+            "network interface",
+            nid,
+            n.get("Status", ""),
+            "ec2 delete-network-interface",
+            f"--network-interface-id {nid}",
+        )
     for a in ec2.describe_addresses(Filters=tag_filters)["Addresses"]:
         if mine(a.get("Tags")):
-            out.append(
-                Leftover(
-                    "elastic IP",
-                    a.get("AllocationId", a.get("PublicIp", "?")),
-                    a.get("PublicIp", ""),
-                    f"aws ec2 release-address --region {region} "
-                    f"--allocation-id {a.get('AllocationId')}",
-                    region,
-                )
+            found(
+                "elastic IP",
+                a.get("AllocationId", a.get("PublicIp", "?")),
+                a.get("PublicIp", ""),
+                "ec2 release-address",
+                f"--allocation-id {a.get('AllocationId')}",
             )
     for r in spot_requests(aws, owner=owner):
         rid = r["SpotInstanceRequestId"]
-        out.append(
-            Leftover(
-                "spot request",
-                rid,
-                f"{r['State']} {r.get('Type', '')}".strip(),
-                f"aws ec2 cancel-spot-instance-requests --region {region} "
-                f"--spot-instance-request-ids {rid}",
-                region,
-            )
+        found(
+            "spot request",
+            rid,
+            f"{r['State']} {r.get('Type', '')}".strip(),
+            "ec2 cancel-spot-instance-requests",
+            f"--spot-instance-request-ids {rid}",
         )
     for k in ec2.describe_key_pairs(Filters=tag_filters)["KeyPairs"]:
         if mine(k.get("Tags")):
-            name = k["KeyName"]
-            out.append(
-                Leftover(
-                    "key pair",
-                    name,
-                    "",
-                    f"aws ec2 delete-key-pair --region {region} --key-name {name}",
-                    region,
-                )
-            )
+            found("key pair", k["KeyName"], "", "ec2 delete-key-pair", f"--key-name {k['KeyName']}")
     # Free, but a leftover after a failed stack delete (and a launch template holds the spot
     # settings): listed so that "0 left" means the stacks' resources are all gone.
-    sgs = ec2.get_paginator("describe_security_groups").paginate(Filters=tag_filters)
-    for g in (g for page in sgs for g in page["SecurityGroups"]):
-        if mine(g.get("Tags")):
-            gid = g["GroupId"]
-            out.append(
-                Leftover(
-                    "security group",
-                    gid,
-                    g.get("GroupName", ""),
-                    f"aws ec2 delete-security-group --region {region} --group-id {gid}",
-                    region,
-                )
-            )
-    vpcs = ec2.get_paginator("describe_vpcs").paginate(Filters=tag_filters)
-    for v in (v for page in vpcs for v in page["Vpcs"]):
-        if mine(v.get("Tags")):
-            vid = v["VpcId"]
-            out.append(
-                Leftover(
-                    "VPC",
-                    vid,
-                    v.get("CidrBlock", ""),
-                    f"aws ec2 delete-vpc --region {region} --vpc-id {vid}",
-                    region,
-                )
-            )
+    for g in tagged("describe_security_groups", "SecurityGroups"):
+        gid = g["GroupId"]
+        found(
+            "security group",
+            gid,
+            g.get("GroupName", ""),
+            "ec2 delete-security-group",
+            f"--group-id {gid}",
+        )
+    for v in tagged("describe_vpcs", "Vpcs"):
+        found("VPC", v["VpcId"], v.get("CidrBlock", ""), "ec2 delete-vpc", f"--vpc-id {v['VpcId']}")
     templates = ec2.get_paginator("describe_launch_templates").paginate()
     for lt in (lt for page in templates for lt in page["LaunchTemplates"]):
         if lt.get("LaunchTemplateName", "").startswith(STACK_PREFIX) and named_mine(lt.get("Tags")):
             lid = lt["LaunchTemplateId"]
-            out.append(
-                Leftover(
-                    "launch template",
-                    lid,
-                    lt["LaunchTemplateName"],
-                    f"aws ec2 delete-launch-template --region {region} --launch-template-id {lid}",
-                    region,
-                )
+            found(
+                "launch template",
+                lid,
+                lt["LaunchTemplateName"],
+                "ec2 delete-launch-template",
+                f"--launch-template-id {lid}",
             )
     cw = aws.client("cloudwatch")
     for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=STACK_PREFIX):
@@ -273,14 +251,12 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
             tags = cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"]
             if named_mine(tags):
                 name = alarm["AlarmName"]
-                out.append(
-                    Leftover(
-                        "alarm",
-                        name,
-                        alarm.get("StateValue", ""),
-                        f"aws cloudwatch delete-alarms --region {region} --alarm-names {name}",
-                        region,
-                    )
+                found(
+                    "alarm",
+                    name,
+                    alarm.get("StateValue", ""),
+                    "cloudwatch delete-alarms",
+                    f"--alarm-names {name}",
                 )
     sched = aws.client("scheduler")
     for page in sched.get_paginator("list_schedule_groups").paginate(NamePrefix=STACK_PREFIX):
@@ -294,13 +270,11 @@ def orphans(aws: Aws, owner: str) -> list[Leftover]:
                 for p in sched.get_paginator("list_schedules").paginate(GroupName=name)
                 for s in p["Schedules"]
             ]
-            out.append(
-                Leftover(
-                    "schedule group",
-                    name,
-                    f"schedules: {', '.join(schedules) or 'none'}",
-                    f"aws scheduler delete-schedule-group --region {region} --name {name}",
-                    region,
-                )
+            found(
+                "schedule group",
+                name,
+                f"schedules: {', '.join(schedules) or 'none'}",
+                "scheduler delete-schedule-group",
+                f"--name {name}",
             )
     return out

@@ -39,7 +39,7 @@ from rig.plan import print_plan
 from rig.problems import CommandError
 from rig.profile import Profile
 from rig.standin import azure_standin
-from rig.state import VmState, iso, read_all, write
+from rig.state import SSH_PORT, VmState, iso, read_all, write
 from rig.version import RIG
 
 ARM = "https://management.azure.com"
@@ -325,6 +325,9 @@ def deploy(
             stop,
             private_key,
             start,
+            # Where sshd answers, as the program's NSG rule opens it (22 from stacks made
+            # before the program exported it).
+            ssh_port=int(out.get("ssh_port") or SSH_PORT),
         )
         # Recorded before anything else can fail: a running VM bills, so status/destroy see it.
         write(state, deps.state_dir)
@@ -341,11 +344,11 @@ def deploy(
                 soft_wrap=True,
             )
         console.print(f"waiting for SSH on {state.host} ...")
-        deps.wait_ssh(state.host)
+        deps.wait_ssh(state.host, state.ssh_port)
         state = _provision(state, profile, console, deps, provision)
         states.append(state)
         console.print(
-            f"[green]ready[/green] {state.name}: ssh -i {state.ssh_key} -N -L "
+            f"[green]ready[/green] {state.name}: ssh -i {state.ssh_key}{_port_flag(state)} -N -L "
             f"11434:127.0.0.1:11434 {state.ssh_user}@{state.host}  "
             f"(${costs[size].now.running:.3f}/h {state.price.kind} with disk and IP; "
             f"deallocated by {stop.local()} at the latest)",
@@ -353,6 +356,10 @@ def deploy(
             soft_wrap=True,
         )
     return states
+
+
+def _port_flag(state: VmState) -> str:
+    return "" if state.ssh_port == SSH_PORT else f" -p {state.ssh_port}"
 
 
 def _provision(

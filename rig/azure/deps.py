@@ -53,19 +53,19 @@ def caller_ip() -> str:
         ) from None
 
 
-def wait_for_ssh(host: str, timeout_s: float = SSH_WAIT_S) -> None:
+def wait_for_ssh(host: str, port: int = 22, timeout_s: float = SSH_WAIT_S) -> None:
     """Until sshd answers with its banner (a bare TCP accept can come from a half-booted VM)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((host, 22), timeout=5) as sock:
+            with socket.create_connection((host, port), timeout=5) as sock:
                 if sock.recv(4).startswith(b"SSH-"):
                     return
         except OSError:
             pass
         time.sleep(5)
     raise CommandError(
-        f"SSH on {host}:22 did not answer within {timeout_s / 60:.0f} min — the VM is up and "
+        f"SSH on {host}:{port} did not answer within {timeout_s / 60:.0f} min — the VM is up and "
         "billing until its shutdown schedule: check access.ssh_source is your current address "
         "and run make deploy-azure again, or run make destroy"
     )
@@ -121,7 +121,7 @@ class Deps:
         default=lambda loc, disk_type, gb: live_extras(loc, disk_type, gb)
     )
     public_ip: Callable[[], str] = caller_ip
-    wait_ssh: Callable[[str], None] = wait_for_ssh
+    wait_ssh: Callable[[str, int], None] = wait_for_ssh  # (host, port)
     keygen: Callable[[Path], None] = ssh_keygen
     provisioner: Callable[[], Callable[..., Any] | None] = find_provisioner
     interactive: Callable[[], bool] = field(default=lambda: sys.stdin.isatty())

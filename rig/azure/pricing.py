@@ -346,7 +346,8 @@ def catalog_cost(profile: Profile, size: str, now: dt.datetime | None = None) ->
 def offline_worst_case_usd(profile: Profile, size: str) -> float | None:
     """The worst case `rig plan` / `rig check` can show without a clock or a network: catalog
     rates (compute at its cap, disk, IP) for the hours the shutdown schedule allows —
-    max_hours, at least the schedule's lead, at most 23 h 59 min (rig/azure/schedule.py).
+    max_hours, at least the schedule's earliest (lead + answer window), at most 23 h 59 min
+    (rig/azure/schedule.py).
     Before a deploy the daily_shutdown can only shorten that, so this is an upper bound.
     None when a rate has no published figure for the region (price unknown; live price needed)."""
     try:
@@ -395,9 +396,10 @@ def cost_summary(profile: Profile, size: str) -> str:
 
 
 def offline_worst_case_hours(profile: Profile) -> float:
-    """max_hours within what the shutdown schedule can hold: at least its lead, at most
-    23 h 59 min (rig/azure/schedule.py) — the hours every offline worst case counts."""
-    from rig.azure.schedule import DAY, MINUTE, SCHEDULE_LEAD
+    """max_hours within what the shutdown schedule can hold: at least its earliest (lead +
+    answer window), at most 23 h 59 min (rig/azure/schedule.py) — the hours every offline
+    worst case counts."""
+    from rig.azure.schedule import DAY, EARLIEST, MINUTE
 
-    lead, cap = SCHEDULE_LEAD.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
+    lead, cap = EARLIEST.total_seconds() / 3600, (DAY - MINUTE).total_seconds() / 3600
     return round(min(max(profile.autostop.max_hours, lead), cap), 2)

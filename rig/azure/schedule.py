@@ -8,8 +8,9 @@ that comes first. Three limits of a daily schedule are handled here, and `CloudS
 which one applied, so the printed worst case is exactly what the schedule enforces:
 
 - a schedule created shortly before its time may first fire the next day (REFERENCE, Azure;
-  Microsoft documents no cut-off): a stop is never set less than SCHEDULE_LEAD ahead; a
-  shorter max_hours is held by the watchdog on the VM, the cloud-side stop comes at the lead;
+  Microsoft documents no cut-off): a stop is never set less than SCHEDULE_LEAD ahead (planned
+  with ANSWER_WINDOW more, for the deploy's question); a shorter max_hours is held by the
+  watchdog on the VM, the cloud-side stop comes at that earliest time;
 - it recurs daily, so it cannot hold a deadline more than a day away: max_hours > 24 is capped
   at 24 h minus a minute (the time of day just passed, whose next run is a day later);
 - it holds one time of day: the daily_shutdown is kept only when it comes before the deadline.
@@ -28,6 +29,12 @@ from rig.profile import AutostopSection
 # Our margin, not a documented figure: the deploy creates the schedule a few minutes after it
 # starts (`pulumi up`), and the schedule must then still be well ahead of its time.
 SCHEDULE_LEAD = dt.timedelta(minutes=60)
+# How long the deploy's question may wait for its answer: a stop is planned at least
+# SCHEDULE_LEAD + ANSWER_WINDOW after the deploy starts, so that once answered it is still
+# SCHEDULE_LEAD ahead. Without it a max_hours of 1 h (the smoke run's) could never deploy: the
+# stop printed at the start was already too close by the time anyone answered.
+ANSWER_WINDOW = dt.timedelta(minutes=10)
+EARLIEST = SCHEDULE_LEAD + ANSWER_WINDOW
 # If `pulumi up` ran so long that the schedule was created less than this before its time, the
 # deploy says that its first run may be skipped (and what the worst case then is).
 SCHEDULE_MARGIN = dt.timedelta(minutes=30)
@@ -202,14 +209,15 @@ def cloud_stop(autostop: AutostopSection, now: dt.datetime) -> CloudStop:
     windows = windows_time_zone(iana)
     zone = zoneinfo.ZoneInfo(iana)
     now = now.astimezone(dt.UTC)
-    earliest = now + SCHEDULE_LEAD
+    earliest = now + EARLIEST
     wanted = now + dt.timedelta(hours=autostop.max_hours)
     if wanted < earliest:
         at = _ceil_minute(earliest)
         why = (
             f"max_hours = {autostop.max_hours:g} h is shorter than the "
-            f"{SCHEDULE_LEAD.seconds // 60} min Azure's schedule must be set ahead: the "
-            "cloud-side stop comes then (the watchdog on the VM still stops it at max_hours)"
+            f"{SCHEDULE_LEAD.seconds // 60} min Azure's schedule must be set ahead (plus "
+            f"{ANSWER_WINDOW.seconds // 60} min to answer): the cloud-side stop comes then "
+            "(the watchdog on the VM still stops it at max_hours)"
         )
     elif wanted >= now + DAY - MINUTE:
         at = _floor_minute(now) + DAY - MINUTE
