@@ -206,7 +206,7 @@ TAGS = ("nvidia_driver", "ollama", "ollama_models", "autostop")
 def cmd_provision(args: argparse.Namespace, console: Console) -> int:
     tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
     unknown = [t for t in tags or [] if t not in TAGS]
-    if unknown or (args.tags is not None and not tags):
+    if unknown or (args.tags and not tags):  # "," names no tag; "" (the default) means all
         what = f"{', '.join(map(repr, unknown))} is not a role tag" if unknown else "names no tag"
         raise CommandError(
             f"provision: --tags {args.tags!r}: {what} — use one or more of {', '.join(TAGS)}, "
