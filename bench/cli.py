@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import os
 import platform
 import shutil
@@ -37,8 +38,8 @@ from bench.targets import (
     parse_target,
 )
 from bench.workload import WORKLOAD_DIR
-from rig.catalog import load_catalog
-from rig.clihelp import HelpFormatter, use_formatter
+from rig.catalog import CatalogError, load_catalog
+from rig.clihelp import HelpFormatter, path_arg, use_formatter
 from rig.problems import ProfileError
 from rig.profile import DEFAULT_PROFILE, REPETITIONS_RANGE, BenchSection, Profile, load_profile
 from rig.version import BENCH, version_line
@@ -73,19 +74,19 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     run.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         metavar="PATH",
         help=f"profile to read (default: {DEFAULT_PROFILE}, or the built-in defaults where there "
         "is none); a PATH given here must exist",
     )
     run.add_argument(
         "--state-dir",
-        type=Path,
+        type=path_arg,
         default=Path(".state"),
         help="where the deploys' state files are (each deployed VM is a target)",
     )
     run.add_argument(
-        "--results-dir", type=Path, default=Path("results"), help="where runs are written"
+        "--results-dir", type=path_arg, default=Path("results"), help="where runs are written"
     )
     run.add_argument("--models", nargs="+", help="override bench.models")
     run.add_argument("--workloads", nargs="+", help="override bench.workloads")
@@ -136,7 +137,7 @@ def _limits(args: argparse.Namespace, bench: BenchSection | None) -> StreamLimit
     if deadline is None:
         deadline = bench.request_timeout_s if bench else default.request_timeout_s
     for flag, value in (("--idle-timeout", idle), ("--request-timeout", deadline)):
-        if not value > 0:
+        if not (math.isfinite(value) and value > 0):
             raise UsageError(f"{flag}: {value:g} — use a number of seconds above 0, e.g. 60")
     return StreamLimits(float(idle), float(deadline))
 
@@ -167,6 +168,14 @@ def _plan(args: argparse.Namespace, console: Console) -> tuple[Plan, dict, Strea
     if args.max_ctx is not None and args.max_ctx < 512:
         raise UsageError(f"--max-ctx: {args.max_ctx} — use at least 512")
     models = list(args.models or bench.models)
+    for m in args.models or []:
+        if not m.strip() or any(c.isspace() for c in m):
+            raise UsageError(
+                f"--models: {m!r} is not a model tag — give Ollama tags, e.g. --models llama3:8b"
+            )
+    if len(set(models)) < len(models):
+        twice = sorted({m for m in models if models.count(m) > 1})
+        raise UsageError(f"--models: {', '.join(twice)} given twice — name each model once")
     catalog = load_catalog()
     plan = Plan(
         models=models,
@@ -185,9 +194,17 @@ def _choose(args: argparse.Namespace, console: Console) -> tuple[str, list[Targe
         return "demo", []
     if args.target:
         try:
-            return "explicit", [parse_target(t, args.backend) for t in args.target]
+            specs = [parse_target(t, args.backend) for t in args.target]
         except TargetError as exc:
             raise UsageError(str(exc)) from None
+        names = [s.info.name for s in specs]
+        for spec, text in zip(specs, args.target, strict=True):
+            if names.count(spec.info.name) > 1:
+                raise UsageError(
+                    f"--target {text!r}: the name {spec.info.name!r} is given twice — give "
+                    "each target its own name (results are kept per name)"
+                )
+        return "explicit", specs
     try:
         deployed = from_state_dir(args.state_dir)
     except TargetError as exc:
@@ -407,6 +424,13 @@ def _point_latest(results_dir: Path, store: RunStore) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     console = Console()
+    if args.resume is not None and not args.resume.strip():
+        raise UsageError("--resume '': is empty — give a run id from results/, or latest")
+    if args.results_dir.exists() and not args.results_dir.is_dir():
+        raise UsageError(
+            f"--results-dir {args.results_dir}: is a file, not a directory — move it away, or "
+            "pass --results-dir DIR"
+        )
     plan, profile, limits = _plan(args, console)
     if args.resume:
         try:
@@ -418,10 +442,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"results.jsonl ended in a line torn by a crash ({store.dropped_bytes} bytes): "
                 "cut off; that request is redone"
             )
-        meta = store.read_meta()
-        saved = meta.profile.get("plan")
-        if saved and not (args.models or args.workloads or args.repetitions):
-            plan = Plan(**saved)
+        try:
+            meta = store.read_meta()
+            saved = meta.profile.get("plan")
+            if saved and not (args.models or args.workloads or args.repetitions):
+                plan = Plan(**saved)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise UsageError(
+                f"--resume {args.resume}: {store.meta_path} is damaged "
+                f"({exc.__class__.__name__}: {exc}) — start a new run with {BENCH} run (the "
+                "results.jsonl there stays as it is)"
+            ) from None
     else:
         meta = RunMeta(run_id="", started_at=utc_now())
         store = None
@@ -611,6 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         for line in str(exc).splitlines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except ProfileError as exc:  # e.g. a damaged rig.models.toml, read with the catalog
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except CatalogError as exc:
+        err.print(f"rig/catalog: {exc} — fix the data file named there", markup=False)
         return EXIT_BAD_INPUT
     except Interrupted as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)

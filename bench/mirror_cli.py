@@ -130,9 +130,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
     ctx = _num("--ctx", args.ctx, "use a whole number of tokens, e.g. --ctx 8192", int)
     ram = _num("--ram-gib", args.ram_gib, "use the PC's RAM in GiB, e.g. --ram-gib 32")
     cat = load_catalog()
+    if args.url is not None and not args.url.strip():
+        raise MirrorError("--url", "'' is empty — e.g. --url http://127.0.0.1:11434")
     if args.url or args.show_json:
+        flag = "--show-json" if args.show_json else "--url"
+        where = args.show_json or args.url
         show, size = _read_show(args)
-        result = mirror.fit_from_show(show, ctx, args.kv_type, args.gpu, size, args.model, ram, cat)
+        if not isinstance(show, dict) or not isinstance(show.get("model_info"), dict):
+            raise MirrorError(
+                flag,
+                f"{where}: the /api/show reply has no model_info table — Ollama 0.3 or newer "
+                "sends it; save the reply of a current Ollama",
+            )
+        try:
+            result = mirror.fit_from_show(
+                show, ctx, args.kv_type, args.gpu, size, args.model, ram, cat
+            )
+        except MirrorError as exc:
+            raise MirrorError(flag if exc.arg == "--url" else exc.arg, str(exc)) from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise MirrorError(
+                flag,
+                f"{where}: the /api/show reply holds a value that is not a number ({exc}) — save "
+                'the reply again (curl http://127.0.0.1:11434/api/show -d \'{"model": "TAG"}\')',
+            ) from None
     else:
         result = mirror.fit(args.model, ctx, args.kv_type, args.gpu, ram, cat)
     if args.json:
@@ -174,22 +195,25 @@ def _read_show(args: argparse.Namespace) -> tuple[dict[str, Any], float | None]:
         raise MirrorError("--url", f"'{args.url}' is not a URL — e.g. --url http://127.0.0.1:11434")
     show = _http_json(f"{base}/api/show", {"model": args.model})
     tags = _http_json(f"{base}/api/tags", None)
-    listed = tags.get("models", [])
+    listed = tags.get("models") if isinstance(tags, dict) else None
     names = (args.model, f"{args.model}:latest")
-    size = next((m.get("size") for m in listed if m.get("name") in names), None)
+    size = next(
+        (m.get("size") for m in listed or [] if isinstance(m, dict) and m.get("name") in names),
+        None,
+    )
     return show, size
 
 
 def _http_json(url: str, body: dict[str, Any] | None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=15) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:200]
         raise MirrorError("--url", f"{url} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MirrorError(
             "--url", f"{url} did not answer ({exc}) — is Ollama running there (ollama serve)?"
         ) from None
@@ -341,7 +365,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     problem = report.check_run_dir(run_dir)
     if problem:
         raise MirrorError("RUN_DIR", problem)
-    written = report.write_report(run_dir, args.lang)
+    try:
+        written = report.write_report(run_dir, args.lang)
+    except OSError as exc:
+        where = exc.filename or run_dir
+        raise MirrorError(
+            "RUN_DIR",
+            f"cannot write the report: {where}: {exc.strerror or exc} — move that path out of "
+            "the way (the report writes report.md, report.html and charts/ there), then run again",
+        ) from None
     for path in written:
         print(path)
     return 0

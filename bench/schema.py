@@ -7,7 +7,8 @@ two files and the catalog.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 2
@@ -164,3 +165,43 @@ class RunMeta:
             for t in data.get("targets", [])
         ]
         return meta
+
+
+def shape_problem(cls: type, data: Any) -> str | None:
+    """What is wrong with `data` as a `cls` (RequestResult, RunMeta, TargetInfo) read from a
+    file, or None: a JSON object whose known fields hold the types the dataclass declares (an
+    int where a float is declared is fine; unknown fields are ignored, as from_json does).
+    A hand-edited or damaged file then gets a sentence, not a TypeError deep in the report."""
+    if not isinstance(data, dict):
+        return f"is a JSON {type(data).__name__}, not an object"
+    for f in fields(cls):
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in data:
+            return f"lacks {f.name}"
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        if not any(_is_kind(value, kind) for kind in kinds):
+            return f"{f.name} is {json.dumps(value)[:40]}, not {' or '.join(kinds)}"
+    if cls is RunMeta:
+        for i, target in enumerate(data.get("targets") or []):
+            problem = shape_problem(TargetInfo, target)
+            if problem:
+                return f"targets[{i}] {problem}"
+    return None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == "bool"
+    base = kind.split("[")[0]
+    checks: dict[str, tuple[type, ...]] = {
+        "int": (int,),
+        "float": (int, float),
+        "str": (str,),
+        "dict": (dict,),
+        "list": (list,),
+    }
+    return (base not in checks and base != "None") or isinstance(value, checks.get(base, ()))

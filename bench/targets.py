@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def parse_target(text: str, default_backend: str) -> TargetSpec:
             f"--target {text!r}: {url!r} is not an http:// URL — e.g. "
             "http://127.0.0.1:11434 (reach remote servers through an SSH tunnel)"
         )
+    if not _parses(url):
+        raise TargetError(
+            f"--target {text!r}: {url!r} has no host or a port outside 1-65535 — e.g. "
+            "http://127.0.0.1:11434"
+        )
     if backend not in ("ollama", "openai"):
         raise TargetError(f"--target {text!r}: backend {backend!r} — use @ollama or @openai")
     if is_pc(name):
@@ -103,6 +109,17 @@ def parse_target(text: str, default_backend: str) -> TargetSpec:
         )
         return TargetSpec(info)
     return TargetSpec(TargetInfo(name=name, url=url, backend=backend, label=name, kind="cloud"))
+
+
+def _parses(url: str) -> bool:
+    """A host and, if given, a port 1-65535 (urllib raises on "[::1" or ":99999" only when the
+    port is read, which would be mid-run)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname) and (port is None or port > 0)
 
 
 def is_pc(name: str) -> bool:

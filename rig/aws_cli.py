@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rig.catalog import load_catalog
+from rig.clihelp import path_arg
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.state import STATE_DIR
@@ -46,14 +47,18 @@ def add_commands(commands) -> None:  # commands: rig.cli.Commands (not imported:
     synth = commands.top.add_parser(
         "synth-aws", help="synthesize the CDK templates offline (cdk-nag runs; no credentials)"
     )
-    synth.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    synth.add_argument("--out", type=Path, default=CDK_OUT, help="where the templates go")
+    synth.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
+    synth.add_argument("--out", type=path_arg, default=CDK_OUT, help="where the templates go")
     synth.set_defaults(func=cmd_synth)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
+    parser.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=argparse.SUPPRESS)
 
 
 def _profile(path: Path) -> Profile:

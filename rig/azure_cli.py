@@ -8,7 +8,6 @@ Azure for Azure VMs.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +15,7 @@ from rich.console import Console
 from rig.azure.deploy import deploy
 from rig.azure.deps import Deps
 from rig.azure.destroy import destroy
+from rig.clihelp import path_arg
 from rig.profile import DEFAULT_PROFILE, load_profile
 from rig.state import STATE_DIR, STATE_DIR_HELP
 from rig.status import register_live
@@ -36,8 +36,8 @@ def cmd_destroy(args: argparse.Namespace, console: Console) -> int:
 def add_commands(commands: Any) -> None:
     register_live("azure", "rig.azure.status:live_row")
     dep = commands.deploy.add_parser("azure", help="spot GPU VM(s) on Azure with Pulumi")
-    dep.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    dep.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    dep.add_argument("--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    dep.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     dep.add_argument("--size", action="append", help="only this [azure] vm_sizes entry")
     dep.add_argument(
         "--yes",
@@ -48,6 +48,6 @@ def add_commands(commands: Any) -> None:
     des = commands.destroy.add_parser(
         "azure", help="pulumi destroy (or ARM), then verify nothing is left"
     )
-    des.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    des.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    des.add_argument("--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    des.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     des.set_defaults(func=cmd_destroy)

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from rig.advice import advisories
 from rig.catalog import CatalogError, load_catalog
-from rig.clihelp import use_formatter
+from rig.clihelp import path_arg, use_formatter
 from rig.problems import CommandError, ProfileError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.render import catalog_json, print_catalog, print_profile, resolved
@@ -153,12 +153,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_line(_prog()))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="validate the profile and print it resolved")
-    check.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    check.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
     check.add_argument("--json", action="store_true", help="print JSON instead of tables")
     catalog = sub.add_parser("catalog", help="GPUs, instances and prices, with sources")
     catalog.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=DEFAULT_PROFILE,
         help="profile whose PC and regions to compare against (if it exists)",
     )
@@ -166,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     catalog.set_defaults(func=cmd_catalog)
     check.set_defaults(func=cmd_check)
     status = sub.add_parser("status", help="what is deployed, since when, $ so far, auto-stop")
-    status.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    status.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
         "--offline",
@@ -197,8 +199,10 @@ def _parser() -> argparse.ArgumentParser:
     every = commands.destroy.add_parser(
         "all", help="destroy on both clouds, each verified; one exit status (make destroy)"
     )
-    every.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    every.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    every.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
+    every.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     every.set_defaults(func=cmd_destroy_all)
     return use_formatter(parser)
 
@@ -221,6 +225,10 @@ def _needs_extra(command: str, missing: str) -> Callable[[argparse.Namespace, Co
 def cmd_destroy_all(args: argparse.Namespace, console: Console) -> int:
     """`destroy aws` then `destroy azure`, each as if typed alone (its own checks, its own
     errors); the second runs whatever the first did. 0 only when both are verified clean."""
+    # The profile and the state files are read once up front: a problem in either is one line,
+    # not the same line once per cloud.
+    load_profile(args.config, load_catalog())
+    read_all(args.state_dir)
     codes = []
     for cloud in CLOUDS:
         console.print(f"[bold]destroy {cloud}[/bold]")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
 class HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help where the default says something: not for
     flags (False), unset options (None), empty lists, or help that already names a default or
-    shows its value ("profile (rig.toml)")."""
+    shows its value in parentheses ("profile (rig.toml)"). A value merely inside the text does
+    not count: "share on the GPU, 0..1" does not say that the default is 1."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -19,7 +21,7 @@ class HelpFormatter(argparse.HelpFormatter):
             or default in (None, False, argparse.SUPPRESS)
             or default == []
             or "default" in text.lower()
-            or str(default) in text
+            or f"({default})" in text
         ):
             return text
         return f"{text} (default: %(default)s)"
@@ -43,3 +45,13 @@ def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Any:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from walk(sub, (*path, name))
+
+
+def path_arg(text: str) -> Path:
+    """An argparse type for a path option: an empty value is refused (Path("") would quietly
+    mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is empty — give a path, or leave the option out for its default"
+        )
+    return Path(text)

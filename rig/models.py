@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import urllib.error
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from rig.catalog import USER_MODELS, load_catalog, read_user_models, user_models_path
 from rig.catalog.schema import Model
+from rig.clihelp import path_arg
 from rig.problems import CommandError
 from rig.profile import toml_literal
 from rig.state import STATE_DIR
@@ -84,12 +87,18 @@ def read_gguf(path: Path) -> Found:
             "rig models add FILE.gguf needs the gguf package (part of the base install) — "
             "make setup-bench, or: pip install -e ."
         ) from None
+    if path.is_dir():
+        raise ModelsError(f"{path}: is a directory — give the path of a .gguf model file in it")
     if not path.is_file():
         raise ModelsError(f"{path}: no such file — give the path of a .gguf model file")
     try:
         reader = gguf.GGUFReader(path)
-    except (ValueError, OSError, KeyError) as exc:
-        raise ModelsError(f"{path}: not a GGUF file this reader understands ({exc})") from None
+    except Exception as exc:  # a parser on untrusted bytes: any failure means a bad file
+        why = f"{exc.__class__.__name__}: {exc}".strip().rstrip(":")
+        raise ModelsError(
+            f"{path}: not a GGUF file, or one cut short (a download that did not finish?) — "
+            f"the reader says {why}; download it again or give another .gguf file"
+        ) from None
     info: dict[str, Any] = {}
     for key, fld in reader.fields.items():
         if key.startswith(("tokenizer.", "GGUF.")):
@@ -221,14 +230,14 @@ def entry_for(tag: str, found: Found, categories: list[str], name: str | None) -
             f"{tag}: the metadata lacks {', '.join(missing)} — add the entry by hand to "
             f"{USER_MODELS} with a cited source (see rig/catalog/models.toml for the fields)"
         )
+    from bench.mirror import BITS_PER_WEIGHT
+
     params = info.get("general.parameter_count")
     quant = found.quantization or "unknown"
     size = found.size_bytes
     estimated = set(found.estimated)
+    bpw = BITS_PER_WEIGHT.get(str(quant).upper())
     if size is None:
-        from bench.mirror import BITS_PER_WEIGHT
-
-        bpw = BITS_PER_WEIGHT.get(str(quant).upper())
         if not params or bpw is None:
             raise ModelsError(
                 f"{tag}: cannot size the weights (no /api/tags size, parameter_count {params}, "
@@ -236,6 +245,15 @@ def entry_for(tag: str, found: Found, categories: list[str], name: str | None) -
             )
         size = params * bpw / 8
         estimated.add("download_gb")
+    if not params:
+        if bpw is None:
+            raise ModelsError(
+                f"{tag}: the metadata gives no general.parameter_count and the quantization "
+                f"{quant!r} does not tell it from the size — add the entry by hand to "
+                f"{USER_MODELS} with a cited source (see rig/catalog/models.toml for the fields)"
+            )
+        params = size * 8 / bpw
+        estimated.add("parameters_b")
     remarks = [f"Added by rig models add on {dt.date.today().isoformat()}."]
     window = _arch_key(info, "attention.sliding_window")
     if window:
@@ -250,21 +268,27 @@ def entry_for(tag: str, found: Found, categories: list[str], name: str | None) -
         )
     if "download_gb" in estimated:
         remarks.append(f"Size estimated from the parameter count at {quant}.")
-    entry: dict[str, Any] = {
-        "name": name or found.name or tag,
-        "family": str(arch),
-        "categories": categories,
-        "parameters_b": round(float(params) / 1e9, 3) if params else 0.0,
-        "quantization": str(quant),
-        "download_gb": round(size / 1e9, 3),
-        "context_length": int(ctx),
-        "block_count": int(blocks),
-        "head_count_kv": int(kv_heads),
-        "key_length": int(k_len),
-        "value_length": int(v_len),
-        "source": found.source_key,
-        "remark": " ".join(remarks),
-    }
+    try:
+        entry: dict[str, Any] = {
+            "name": name or found.name or tag,
+            "family": str(arch),
+            "categories": categories,
+            "parameters_b": round(float(params) / 1e9, 3),
+            "quantization": str(quant),
+            "download_gb": round(size / 1e9, 3),
+            "context_length": int(ctx),
+            "block_count": int(blocks),
+            "head_count_kv": int(kv_heads),
+            "key_length": int(k_len),
+            "value_length": int(v_len),
+            "source": found.source_key,
+            "remark": " ".join(remarks),
+        }
+    except (TypeError, ValueError) as exc:
+        raise ModelsError(
+            f"{tag}: the metadata holds a value that is not a number ({exc}) — the file or "
+            f"payload is damaged; add the entry by hand to {USER_MODELS} if you know the figures"
+        ) from None
     if estimated:
         entry["field_sources"] = {f: "rehearsal-estimate" for f in sorted(estimated)}
     return entry
@@ -298,7 +322,7 @@ def render_file(sources: dict[str, dict[str, Any]], models: dict[str, dict[str, 
 
 
 def _raw(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         return {}, {}
     sources, models = read_user_models(path)  # validates what is already there
     src = {k: v.model_dump(exclude={"key"}) for k, v in sources.items()}
@@ -323,6 +347,18 @@ def _models_file(args: argparse.Namespace) -> Path:
     path = user_models_path()
     if path is None:
         raise ModelsError("RIG_MODELS is empty (no user models file) — pass --file PATH")
+    flag = (
+        "--file" if args.file is not None else "RIG_MODELS" if os.environ.get("RIG_MODELS") else ""
+    )
+    named = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise ModelsError(f"{named}: is a directory — name a TOML file, e.g. {path / USER_MODELS}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ModelsError(
+            f"{named}: the directory {parent} does not exist — create it first, or name a file "
+            "in an existing directory"
+        )
     return path
 
 
@@ -332,7 +368,19 @@ def _models_file(args: argparse.Namespace) -> Path:
 def cmd_add(args: argparse.Namespace, console: Console) -> int:
     source = args.source
     cats = list(dict.fromkeys(args.category or ["general"]))
+    if not source.strip():
+        raise ModelsError(
+            "TAG|GGUF_PATH: '' is empty — give an Ollama tag (e.g. qwen3:8b) or a .gguf file"
+        )
+    if args.tag is not None and not args.tag.strip():
+        raise ModelsError("--tag '': is empty — give the Ollama name, e.g. --tag my-model:q4")
+    if args.size_gb is not None and not (math.isfinite(args.size_gb) and args.size_gb > 0):
+        raise ModelsError(
+            f"--size-gb {args.size_gb:g}: not a size — give the weights' GB, e.g. --size-gb 4.9"
+        )
     path = _models_file(args)
+    if Path(source).expanduser().is_dir():
+        raise ModelsError(f"{source}: is a directory — give the path of a .gguf model file in it")
     if source.endswith(".gguf") or Path(source).is_file():
         # GGUFReader also parses the vocabulary: ~10 s for a 262k-token one on 2 cores.
         console.print(f"reading the GGUF header of {source} ...", highlight=False, markup=False)
@@ -378,7 +426,16 @@ def cmd_add(args: argparse.Namespace, console: Console) -> int:
     sources = {k: v for k, v in sources.items() if k in used}
     text = render_file(sources, models)
     # Validate before writing: the whole catalog must load with the new entry in it.
-    Model(tag=tag, **entry)
+    try:
+        Model(tag=tag, **entry)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ModelsError(
+            f"{tag}: {where} = {first.get('input')!r} read from {found.source['url']}: "
+            f"{first['msg'].lower()} — the file or payload looks damaged; pass --size-gb for a "
+            f"size, or add the entry by hand to {USER_MODELS}"
+        ) from None
     previous = path.read_text(encoding="utf-8") if path.is_file() else None
     _write(path, text)
     load_catalog.cache_clear()
@@ -483,7 +540,7 @@ def cmd_remove(args: argparse.Namespace, console: Console) -> int:
     if args.tag not in models:
         shipped = args.tag in load_catalog().models
         raise ModelsError(
-            f"{args.tag} is not in {path}"
+            f"{args.tag!r} is not in {path}"
             + (" (it is a shipped catalog model: those stay)" if shipped else "")
             + f" — yours: {', '.join(models) or 'none'}"
         )
@@ -529,11 +586,11 @@ def add_commands(commands: Any) -> None:
     add.add_argument("--show-json", help="a saved /api/show answer instead of asking a server")
     add.add_argument("--size-gb", type=float, help="the weights' size when no server reports it")
     add.add_argument("--replace", action="store_true", help="overwrite an entry for the same tag")
-    add.add_argument("--file", type=Path, help=f"the models file (default: ./{USER_MODELS})")
-    add.add_argument("--state-dir", type=Path, default=STATE_DIR, help=argparse.SUPPRESS)
+    add.add_argument("--file", type=path_arg, help=f"the models file (default: ./{USER_MODELS})")
+    add.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=argparse.SUPPRESS)
     add.set_defaults(func=cmd_add)
 
     rm = sub.add_parser("remove", help="remove one of your own models")
     rm.add_argument("tag", help="the tag of a model you added (rig models list marks them)")
-    rm.add_argument("--file", type=Path, help=f"the models file (default: ./{USER_MODELS})")
+    rm.add_argument("--file", type=path_arg, help=f"the models file (default: ./{USER_MODELS})")
     rm.set_defaults(func=cmd_remove)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -28,6 +27,7 @@ from rich.table import Table
 
 from rig.catalog import Catalog, load_catalog
 from rig.catalog.schema import Cloud
+from rig.clihelp import path_arg
 from rig.estimate import (
     DEFAULT_DOWNLOAD_MBS,
     Standin,
@@ -596,13 +596,29 @@ def _positive(text: str) -> float:
     return value
 
 
+# A model download between a slow home line and a fast cloud network: below 0.1 MB/s the plan
+# reads in years, above 12,500 MB/s (100 Gbit/s) no VM here downloads.
+DOWNLOAD_MBS_RANGE = (0.1, 12_500.0)
+
+
+def _download_mbs(text: str) -> float:
+    value = _positive(text)
+    low, high = DOWNLOAD_MBS_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} MB/s is outside {low:g}-{high:,.0f} MB/s — give the rate a model pull "
+            f"reaches, e.g. {DEFAULT_DOWNLOAD_MBS:g}"
+        )
+    return value
+
+
 def add_commands(commands: Any) -> None:
     plan = commands.top.add_parser(
         "plan",
         help="the spending plan (time and $ per stand-in and in total), then the planned PC "
         "and every cloud stand-in side by side",
     )
-    plan.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
+    plan.add_argument("--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)")
     plan.add_argument("--cloud", choices=["aws", "azure"], help="only this cloud's stand-ins")
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     plan.add_argument(
@@ -610,7 +626,7 @@ def add_commands(commands: Any) -> None:
     )
     plan.add_argument(
         "--download-mbs",
-        type=_positive,
+        type=_download_mbs,
         default=DEFAULT_DOWNLOAD_MBS,
         metavar="MB/S",
         help=f"assumed model download rate (default {DEFAULT_DOWNLOAD_MBS:g} MB/s)",

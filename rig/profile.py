@@ -50,7 +50,9 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 class Section(BaseModel):
     """A [section] of rig.toml. Strict: TOML already carries types, so no silent coercion."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: TOML writes nan and inf as plain floats, and no setting here means
+    # either (a max_hours or spot cap of nan passed every range check).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
     name: ClassVar[str]
 
     def check(self, cat: Catalog, base_dir: Path) -> list[Problem]:
@@ -107,7 +109,7 @@ class PcSection(Section):
 def _spot_cap_problem(section: Section, value: float | str) -> Problem | None:
     if value == "":
         return None
-    if isinstance(value, str) or value <= 0:
+    if isinstance(value, str) or not value > 0:
         return section.p(
             "spot_max_price",
             f"{show(value)} is not a positive number — write the "
@@ -626,6 +628,14 @@ class AccessSection(Section):
 
     def _key_problems(self, base_dir: Path) -> list[Problem]:
         path = self.key_path(base_dir)
+        if path.is_dir():
+            return [
+                self.p(
+                    "ssh_public_key",
+                    f"{show(self.ssh_public_key)} is a directory — point to the public key file "
+                    'in it, e.g. "~/.ssh/id_ed25519.pub", or "" to generate one under .state/',
+                )
+            ]
         if not path.is_file():
             return [
                 self.p(
@@ -837,6 +847,7 @@ class Profile(BaseModel):
 # --- turning pydantic's type errors into our one-line form ---------------------------------
 
 _TYPE_WORDS = {
+    "finite_number": "a finite number",
     "int": "a whole number",
     "float": "a number",
     "bool": "true or false",
@@ -891,12 +902,38 @@ def _from_pydantic(section: type[Section], err: dict[str, Any]) -> Problem:
     return Problem(path, f"{show(value)}: {err['msg']} — see the comments in rig.toml")
 
 
+def _type_problems(section: type[Section], errors: list[dict[str, Any]]) -> list[Problem]:
+    """One line per field: a union field (spot_max_price: number or "") fails once per branch,
+    and those become one "is not a number or text in quotes" line."""
+    merged: dict[str, Problem] = {}
+    for err in errors:
+        problem = _from_pydantic(section, err)
+        first = merged.get(problem.path)
+        if first is None:
+            merged[problem.path] = problem
+            continue
+        head, sep, _ = problem.message.partition(" — ")
+        first_head, first_sep, first_fix = first.message.partition(" — ")
+        value = show(err.get("input"))
+        extra = head.removeprefix(f"{value} is not ")
+        if sep and first_sep and extra != head and first_head.startswith(f"{value} is not "):
+            merged[problem.path] = Problem(problem.path, f"{first_head} or {extra} — {first_fix}")
+    return list(merged.values())
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
 def parse_toml(path: Path, filename: str) -> dict[str, Any]:
+    if path.is_dir():
+        raise ProfileError(
+            filename,
+            [Problem("", "is a directory, not a TOML file — pass --config with a rig.toml file")],
+        )
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: an editor that saves "UTF-8 with BOM" (Windows Notepad did by default)
+        # puts U+FEFF first, which TOML reads as a syntax error at line 1, column 1.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ProfileError(
             filename,
@@ -909,13 +946,18 @@ def parse_toml(path: Path, filename: str) -> dict[str, Any]:
                 )
             ],
         ) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ProfileError(
+            filename,
+            [Problem("", "is not UTF-8 text — save it as UTF-8 (e.g. not UTF-16) and run again")],
+        ) from None
+    except OSError as exc:
         raise ProfileError(
             filename,
             [
                 Problem(
                     "",
-                    f"cannot be read ({exc.__class__.__name__}) "
+                    f"cannot be read ({exc.strerror or exc.__class__.__name__}) "
                     "— pass --config with a readable UTF-8 TOML file",
                 )
             ],
@@ -972,7 +1014,7 @@ def validate(
         try:
             sections[name] = cls.model_validate(raw)
         except ValidationError as exc:
-            type_problems = [_from_pydantic(cls, e) for e in exc.errors()]  # type: ignore[arg-type]
+            type_problems = _type_problems(cls, exc.errors())  # type: ignore[arg-type]
             problems += type_problems
             problems += _check_remaining(cls, raw, exc, type_problems, cat, base_dir)
             continue

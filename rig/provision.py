@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from rig.catalog import load_catalog
+from rig.clihelp import path_arg
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, read_all, write
@@ -198,17 +199,35 @@ def provision(
     return run
 
 
+# The role tags of ansible/site.yml (ollama_models: a tag inside the ollama role).
+TAGS = ("nvidia_driver", "ollama", "ollama_models", "autostop")
+
+
 def cmd_provision(args: argparse.Namespace, console: Console) -> int:
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+    unknown = [t for t in tags or [] if t not in TAGS]
+    if unknown or (args.tags and not tags):  # "," names no tag; "" (the default) means all
+        what = f"{', '.join(map(repr, unknown))} is not a role tag" if unknown else "names no tag"
+        raise CommandError(
+            f"provision: --tags {args.tags!r}: {what} — use one or more of {', '.join(TAGS)}, "
+            "comma-separated",
+            exit_code=2,
+        )
     profile = load_profile(args.config, load_catalog())
     states = read_all(args.state_dir)
+    if not states:
+        raise CommandError(
+            f"provision: nothing is deployed (no state files in {args.state_dir}/) — deploy "
+            "first: make deploy-aws / make deploy-azure"
+        )
     chosen = states if args.target == "all" else [s for s in states if s.name == args.target]
     if not chosen:
-        deployed = ", ".join(s.name for s in states) or "none"
+        deployed = ", ".join(s.name for s in states)
         raise CommandError(
-            f"provision: no target {args.target!r} in {args.state_dir}/ (deployed: {deployed}) "
-            "— deploy first (make deploy-aws / make deploy-azure) or see make status"
+            f"provision: {args.target!r} is not a deployed target — use one of: {deployed}, "
+            "or all (see make status)",
+            exit_code=2,
         )
-    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
     for state in chosen:
         provision(state, profile, console, state_dir=args.state_dir, tags=tags, check=args.check)
     return 0
@@ -220,8 +239,10 @@ def add_commands(commands: Any) -> None:
         help="run Ansible on a deployed VM: NVIDIA driver, Ollama + models, idle watchdog",
     )
     parser.add_argument("target", help="a target from .state/ (see make status), or 'all'")
-    parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    parser.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
+    parser.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     parser.add_argument(
         "--check", action="store_true", help="dry run: show what would change, change nothing"
     )

@@ -32,6 +32,7 @@ from rich.console import Console
 
 from rig.catalog import Catalog, load_catalog
 from rig.catalog.schema import Cloud
+from rig.clihelp import path_arg
 from rig.inventory import gpu_check_model
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
@@ -439,11 +440,13 @@ def add_commands(commands: Any) -> None:
         "then destroy (verified)",
     )
     parser.add_argument("cloud", choices=("aws", "azure"), help="the cloud to try")
-    parser.add_argument("--config", type=Path, default=DEFAULT_PROFILE, help="profile (rig.toml)")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help=STATE_DIR_HELP)
+    parser.add_argument(
+        "--config", type=path_arg, default=DEFAULT_PROFILE, help="profile (rig.toml)"
+    )
+    parser.add_argument("--state-dir", type=path_arg, default=STATE_DIR, help=STATE_DIR_HELP)
     parser.add_argument(
         "--results-dir",
-        type=Path,
+        type=path_arg,
         default=Path("results"),
         help="where the smoke's request result is kept",
     )

@@ -137,6 +137,6 @@ def test_cli_provision_unknown_target(tmp_path: Path, capsys: pytest.CaptureFixt
     rc = main(
         ["provision", "nope", "--state-dir", str(tmp_path), "--config", str(ROOT / "rig.toml")]
     )
-    assert rc == 1
+    assert rc == 2  # a name that is not deployed is bad input
     err = capsys.readouterr().err
-    assert "no target 'nope'" in err and "deployed: aws-g4dn.2xlarge" in err
+    assert "'nope' is not a deployed target" in err and "use one of: aws-g4dn.2xlarge" in err

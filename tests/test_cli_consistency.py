@@ -69,6 +69,24 @@ def test_help_states_defaults_once():
     assert "profile (rig.toml) (default" not in " ".join(check.format_help().split())
 
 
+def test_a_default_merely_inside_the_help_text_is_still_stated():
+    # "share of the model on the GPU, 0..1" holds "1" but does not say the default is 1, and
+    # "f16 | q8_0 | q4_0" lists the choices without saying which one is taken.
+    for argv, said in (
+        (["project", "--help"], "share of the model on the GPU, 0..1 (default: 1)"),
+        (["fit", "--help"], "KV cache type: f16 | q8_0 | q4_0 (default: f16)"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", *argv],
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "400"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0 and said in " ".join(proc.stdout.split()), proc.stdout
+
+
 def test_check_json_is_json_on_error_too(tmp_path, capsys):
     bad = tmp_path / "rig.toml"
     bad.write_text('[aws]\ninstance_types = ["g4dn.99xlarge"]\n[bench]\nrepetitions = 99\n')

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bench.schema import RequestResult, RunMeta, TargetInfo
+from bench.schema import RequestResult, RunMeta, TargetInfo, shape_problem
+from rig.version import BENCH
 
 
 @dataclass(frozen=True)
@@ -40,34 +41,58 @@ def check_run_dir(run_dir: Path) -> str | None:
             return f"'{run_dir}' has no {name} — pass a results/<run-id> directory of a bench run"
     try:
         load_run(run_dir)
+    except UnicodeDecodeError:
+        return f"'{run_dir}' holds a file that is not UTF-8 text — a damaged run: bench again"
     except (ValueError, TypeError, KeyError) as exc:
-        return f"'{run_dir}' holds a malformed run ({exc}) — re-run the bench or fix the file"
+        return f"'{run_dir}' holds a malformed run: {exc}"
     return None
 
 
+# meta.json is the run's plan, targets and prices: without it nothing can be reported or resumed.
+_NO_META = " — a damaged run: restore meta.json from a copy, or run the bench again"
+
+
 def load_run(run_dir: Path) -> Run:
-    meta = RunMeta.from_json(json.loads((run_dir / "meta.json").read_text(encoding="utf-8")))
+    try:
+        raw = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"meta.json is not JSON ({exc}){_NO_META}") from None
+    if (problem := shape_problem(RunMeta, raw)) is not None:
+        raise ValueError(f"meta.json {problem}{_NO_META}")
+    meta = RunMeta.from_json(raw)
     lines = (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
     results = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            result = RequestResult.from_json(json.loads(line))
+            data = json.loads(line)
         except ValueError:
             if n == len(lines):  # the last line cut short by a crash: what came before stands
                 continue
-            raise ValueError(f"results.jsonl line {n} is not JSON") from None
-        _check_numbers(result, n)
+            raise ValueError(
+                f"results.jsonl line {n} is not JSON — delete that line ({BENCH} run --resume "
+                f"{run_dir.name} measures that request again)"
+            ) from None
+        if (problem := shape_problem(RequestResult, data)) is not None:
+            raise ValueError(
+                f"results.jsonl line {n} {problem} — delete that line ({BENCH} run --resume "
+                f"{run_dir.name} measures that request again)"
+            )
+        result = RequestResult.from_json(data)
+        _check_numbers(result, n, run_dir)
         results.append(result)
     return Run(meta, results)
 
 
-def _check_numbers(result: RequestResult, n: int) -> None:
+def _check_numbers(result: RequestResult, n: int, run_dir: Path) -> None:
     """A rate, a duration or a size is finite and not negative: Python's json reads NaN and
     Infinity, which no measurement can be, and a mean over them would poison every figure."""
     for f in fields(result):
         value = getattr(result, f.name)
         number = isinstance(value, float | int) and not isinstance(value, bool)
         if number and (not math.isfinite(value) or value < 0):
-            raise ValueError(f"results.jsonl line {n}: {f.name} is {value}")
+            raise ValueError(
+                f"results.jsonl line {n}: {f.name} is {value} — delete that line ({BENCH} run "
+                f"--resume {run_dir.name} measures that request again)"
+            )

@@ -198,7 +198,9 @@ def deploy(
     unknown = [s for s in sizes if s not in az.vm_sizes]
     if unknown:
         raise CommandError(
-            f"{', '.join(unknown)} not in [azure] vm_sizes {az.vm_sizes} — add it there first"
+            f"--size {', '.join(map(repr, unknown))}: not in [azure] vm_sizes of "
+            f"{profile.path} ({', '.join(az.vm_sizes)}) — add it there first, or drop --size",
+            exit_code=2,
         )
     start = deps.now()
     stop = cloud_stop(profile.autostop, start)  # an unknown time zone fails before anything

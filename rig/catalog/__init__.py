@@ -141,13 +141,23 @@ def read_user_models(path: Path) -> tuple[dict[str, Source], dict[str, Model]]:
     """The user's models file; ProfileError (one line per problem, naming the entry) if bad."""
     from rig.problems import Problem, ProfileError, path_of
 
+    def fail(message: str) -> ProfileError:
+        return ProfileError(str(path), [Problem("", message)])
+
+    if path.is_dir():
+        raise fail(
+            "is a directory, not a models file — move it away, or point RIG_MODELS / --file "
+            "at a TOML file"
+        )
     try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
+        # utf-8-sig: a file saved "UTF-8 with BOM" reads the same as one without
+        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(
-            str(path), [Problem("", f"is not valid TOML ({exc}) — fix the line named there")]
-        ) from None
+        raise fail(f"is not valid TOML ({exc}) — fix the line named there") from None
+    except UnicodeDecodeError:
+        raise fail("is not UTF-8 text — save it as UTF-8, or run rig models add again") from None
+    except OSError as exc:
+        raise fail(f"cannot be read ({exc.strerror or exc}) — check its permissions") from None
     problems: list[Problem] = []
     sources: dict[str, Source] = {}
     models: dict[str, Model] = {}
@@ -160,15 +170,24 @@ def read_user_models(path: Path) -> tuple[dict[str, Source], dict[str, Model]]:
         ("sources", sources, Source, "key"),
         ("models", models, Model, "tag"),
     ):
-        for key, entry in (doc.get(kind) or {}).items():
+        section = doc.get(kind) or {}
+        if not isinstance(section, dict):
+            problems.append(
+                Problem(kind, f"must be a section of tables — use [{kind}.KEY] headers")
+            )
+            continue
+        for key, entry in section.items():
             try:
                 table[key] = cls(**{key_field: key, **entry})
             except (ValidationError, TypeError) as exc:
                 errors = exc.errors() if isinstance(exc, ValidationError) else []
                 for err in errors[:3] or [{"loc": (), "msg": str(exc)}]:
                     where = path_of((kind, key, *err["loc"]))
+                    # The bad value first, as rig.toml's problems say it (not for a missing one).
+                    shown = err.get("type") != "missing" and err["loc"] and "input" in err
+                    value = f"{err['input']!r}: " if shown else ""
                     problems.append(
-                        Problem(where, f"{err['msg']} — fix it, or run rig models add again")
+                        Problem(where, f"{value}{err['msg']} — fix it, or run rig models add again")
                     )
     if problems:
         raise ProfileError(str(path), problems)
@@ -207,7 +226,7 @@ def load_catalog() -> Catalog:
     )
     _check(cat)
     user = user_models_path()
-    if user is not None and user.is_file():
+    if user is not None and (user.is_file() or user.is_dir()):
         sources, models = read_user_models(user)
         # The user's entry for a tag wins: it describes the very file they run.
         cat = Catalog(

@@ -11,7 +11,9 @@ Cloud = Literal["aws", "azure"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML reads nan and inf as floats; no catalog figure is either, and a
+    # user's models file (rig models add, or by hand) goes through the same schema.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Source(_Strict):
@@ -162,14 +164,16 @@ class Model(Cited):
     name: str
     family: str
     categories: list[Literal["general", "ja", "code", "long-context"]]
-    parameters_b: float
+    # Sizes and shapes are positive: a user's entry with download_gb = -1 or 0 layers would
+    # make every fit and pull estimate nonsense.
+    parameters_b: float = Field(gt=0)
     quantization: str
-    download_gb: float
-    context_length: int
-    block_count: int
-    head_count_kv: int
-    key_length: int
-    value_length: int
+    download_gb: float = Field(gt=0)
+    context_length: int = Field(gt=0)
+    block_count: int = Field(gt=0)
+    head_count_kv: int = Field(gt=0)
+    key_length: int = Field(gt=0)
+    value_length: int = Field(gt=0)
     # Mixture of experts: the parameters one token runs through (shared layers + the routed
     # experts). Decode reads only those, so its speed follows these bytes, not the file size.
     active_parameters_b: float | None = Field(default=None, gt=0)
