@@ -362,10 +362,20 @@ def test_watchdog_runs_and_sees_inference_in_ollamas_request_log(world: World) -
     assert unit.stdout.strip() == "15min"
     config = json.loads(run("cat", "/etc/rehearsal/watchdog.json").stdout)
     assert config["idle_minutes"] == 30 and config["max_hours"] == 4 and config["cloud"] == "aws"
-    # An inference through the "tunnel" (loopback), then one watchdog run.
-    http_json("http://127.0.0.1:11434/api/generate", {"model": "phi3:mini"})
-    http_json("http://127.0.0.1:11434/api/generate", {"model": "phi3:mini", "keep_alive": 0})
-    assert run("systemctl", "start", "rehearsal-watchdog.service").returncode == 0
+    # A container's /proc/uptime is the host's (systemd-nspawn shares the kernel): on a host up
+    # longer than max_hours every run decides "stop" for max_hours before it reads the log (as
+    # it must on a VM). This test is about the request log, so this one run gets a max_hours no
+    # host reaches; the rendered file is put back byte for byte (converges change nothing).
+    settings = world.vm.root / "etc/rehearsal/watchdog.json"
+    rendered = settings.read_bytes()
+    settings.write_text(json.dumps({**config, "max_hours": 100_000}))
+    try:
+        # An inference through the "tunnel" (loopback), then one watchdog run.
+        http_json("http://127.0.0.1:11434/api/generate", {"model": "phi3:mini"})
+        http_json("http://127.0.0.1:11434/api/generate", {"model": "phi3:mini", "keep_alive": 0})
+        assert run("systemctl", "start", "rehearsal-watchdog.service").returncode == 0
+    finally:
+        settings.write_bytes(rendered)
     journal = run("journalctl", "-t", "rehearsal-watchdog", "-o", "cat", "--no-pager").stdout
     decisions = [json.loads(line) for line in journal.splitlines() if '"decision"' in line]
     assert decisions, journal
