@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -475,3 +476,65 @@ def test_no_terminal_and_no_yes_names_the_smokes_own_fix(
     assert "make smoke CLOUD=aws YES=1" in msg and "deploy-aws" not in msg
     assert "nothing was created" in msg and run.touched is False
     assert "smoke estimate (aws-g4dn.xlarge" in run.console.export_text()  # the cost, first
+
+
+FAKE_PULUMI = """\
+import os, signal, sys, time
+from pathlib import Path
+here = Path(sys.argv[0]).parent
+def cancel(signum, frame):
+    # What Pulumi does on its first SIGINT/SIGTERM (pulumi/pulumi#17463: "We already handle
+    # SIGINT to cancel operations"): finish the operation in flight, save the state, exit.
+    print("cancelling: waiting for the operation in flight", flush=True)
+    time.sleep(0.5)
+    (here / "cancelled").write_text(str(os.getpid()))
+    sys.exit(255)
+signal.signal(signal.SIGINT, cancel)
+signal.signal(signal.SIGTERM, cancel)
+(here / "pid").write_text(str(os.getpid()))
+print("+ creating azure-native:resources:ResourceGroup", flush=True)
+time.sleep(30)
+(here / "created-after-we-returned").write_text("")
+"""
+
+
+def test_an_interrupted_pulumi_up_is_cancelled_and_waited_for_before_the_destroy(
+    tmp_path: Path,
+) -> None:
+    """The smoke turns SIGTERM/SIGHUP into KeyboardInterrupt in our process only; `pulumi up`
+    (streamed through rig.azure.pulumi_cli) kept running after the runner raised, so the
+    destroy that followed raced a `pulumi up` still creating. Now the runner cancels it (one
+    SIGINT) and waits until it has exited before the interrupt goes on."""
+    from rig.azure.pulumi_cli import subprocess_runner
+
+    exe = tmp_path / "pulumi"
+    exe.write_text(f"#!{sys.executable}\n{FAKE_PULUMI}")
+    exe.chmod(0o755)
+    run = subprocess_runner(str(exe), tmp_path)
+
+    def as_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    def kill_when_started() -> None:
+        for _ in range(200):
+            if (tmp_path / "pid").exists():
+                break
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill` of the smoke: its process only
+
+    previous = signal.signal(signal.SIGTERM, as_interrupt)
+    killer = threading.Thread(target=kill_when_started)
+    try:
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run(["up", "--yes"], {}, False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        killer.join()
+        pid = int((tmp_path / "pid").read_text())
+        alive = subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+    assert not alive, "pulumi up was still running when the runner gave up control"
+    assert (tmp_path / "cancelled").read_text() == str(pid)
+    assert not (tmp_path / "created-after-we-returned").exists()
