@@ -7,10 +7,12 @@ the same deploy, provisioning, SSH tunnel and bench code as the full journey. It
 first token, the decode rate and the cost so far, then destroys and verifies.
 
 Once the cloud may have been touched (the deploy's first creating step: `pulumi` for Azure, the
-CDK change set for AWS), every way out — a failure, Ctrl-C, SIGTERM — goes through the cloud's
-own verified destroy; a destroy that cannot verify ends in exit 1 naming what is left. Before
-that step nothing exists and nothing is destroyed. The smoke refuses to start while `.state/`
-records a VM on that cloud: its destroy removes everything the project has there.
+CDK change set for AWS), every way out — a failure, Ctrl-C (once or more), SIGTERM, SIGHUP from
+a closed terminal (output then goes to .state/smoke-hangup.log) — goes through the cloud's own
+verified destroy, which no later signal stops; a destroy that cannot verify ends in exit 1
+naming what is left and the exact command that finishes it. Before that step nothing exists and
+nothing is destroyed. The smoke refuses to start while `.state/` records a VM on that cloud (its
+destroy removes everything the project has there) or while another smoke holds the state dir.
 
 The smoke's profile (rig.toml with those four changes) is written to .state/smoke/rig.toml:
 the CDK app and the Pulumi program read the profile from a file.
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from rig.inventory import gpu_check_model
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
 from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, path_for, read_all, utc_now
+from rig.version import RIG
 
 SMOKE_MAX_HOURS = 1
 SMOKE_WORKLOAD = "chat-en"  # one case, short answer (the bench's --quick)
@@ -232,35 +238,61 @@ class _Touching:
         return int(self.inner.prepare(stack, context, region))
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a closed terminal, `kill`) takes the same way out as Ctrl-C: the destroy."""
+# What ends a run from outside: Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP, whose
+# default action ends the process at once — no destroy at all; signal(7), "Standard signals").
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HANGUP_LOG = "smoke-hangup.log"  # under the state dir: where the output goes once the tty is gone
 
-    def raise_interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+def detach_output(log: Path) -> None:
+    """The terminal is gone (SIGHUP): writing to it now fails (EIO), and a failed print in the
+    middle of the destroy would end it. Point stdout and stderr (ours and our children's) at a
+    log file instead, so the destroy finishes and its verdict is kept."""
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        yield
+        for target in (1, 2):
+            os.dup2(fd, target)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        os.close(fd)
 
 
-@contextlib.contextmanager
-def _not_interruptible(console: Console) -> Iterator[None]:
-    """The destroy must finish: Ctrl-C and SIGTERM only say so while it runs."""
+class _Stops(contextlib.AbstractContextManager["_Stops"]):
+    """Ctrl-C, SIGTERM and SIGHUP while the smoke runs: the first raises KeyboardInterrupt (the
+    way out, through the destroy); every later one — and any one once `disarm()` was called,
+    i.e. during the destroy — only says to let the destroy finish. One handler for the whole
+    run, so a second Ctrl-C has no window (between catching the first and guarding the destroy)
+    in which it would skip the destroy."""
 
-    def note(signum: int, frame: object) -> None:
-        console.print(
-            "smoke: destroying — let it finish (stopping now could leave a VM billing)",
-            style="yellow",
-        )
+    def __init__(self, console: Console, hangup_log: Path) -> None:
+        self.console = console
+        self.hangup_log = hangup_log
+        self.armed = True
+        self.hung_up = False
+        self._previous: dict[int, Any] = {}
 
-    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP and not self.hung_up:
+            self.hung_up = True
+            detach_output(self.hangup_log)
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        with contextlib.suppress(OSError):
+            self.console.print(
+                "smoke: destroying — let it finish (stopping now could leave a VM billing)",
+                style="yellow",
+            )
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def __enter__(self) -> _Stops:
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
 
 
@@ -280,6 +312,7 @@ class Smoke:
     destroy_options: dict[str, Any] = field(default_factory=dict)
     bench: Callable[..., Measured] | None = None  # default: bench_one
     touched: bool = False  # the deploy reached its first creating step
+    interactive: Callable[[], bool] = field(default=lambda: sys.stdin.isatty())
 
     def _say(self, line: str, **kw: Any) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True, **kw)
@@ -342,6 +375,42 @@ class Smoke:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise CommandError(
+                f"--state-dir {self.state_dir}: is a file, not a directory — pass a directory "
+                "(default .state), or move that file out of the way; nothing was created",
+                exit_code=2,
+            )
+        with self._exclusive():
+            return self._run()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One smoke per state dir at a time. Two would deploy the same stack (one per size),
+        share .state/smoke/rig.toml, and the first to finish would destroy the other's VM in
+        the middle of its run. flock(2): released when the process ends, however it ends, so
+        a crashed smoke never leaves a stale lock."""
+        lock = self.state_dir / "smoke.lock"
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fh = lock.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(
+                f"--state-dir {self.state_dir}: cannot be used ({exc.strerror}) — pass a "
+                "writable directory; nothing was created",
+                exit_code=2,
+            ) from None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CommandError(
+                    f"smoke: another smoke is running with this state dir ({lock} is held) — "
+                    "wait for it to end (it destroys what it made); nothing was created",
+                ) from None
+            yield
+
+    def _run(self) -> int:
         deployed = [s.name for s in read_all(self.state_dir) if s.cloud == self.cloud]
         if deployed:
             raise CommandError(
@@ -361,31 +430,48 @@ class Smoke:
             f"{SMOKE_MAX_HOURS}, model {model}, one {SMOKE_WORKLOAD} request, then destroy"
         )
         self._say(plan_estimate(profile, self.cloud, self.cat, choice))
+        if not self.yes and not self.interactive():
+            # The deploy would refuse too, but name its own fix (make deploy-*: YES=1), which
+            # deploys the whole profile for its full max_hours instead of this smoke.
+            raise CommandError(
+                "smoke: no terminal to ask and no --yes — nothing was created; to accept the "
+                f"cost printed above run make smoke CLOUD={self.cloud} YES=1 "
+                f"({RIG} smoke {self.cloud} --yes)"
+            )
         failure: str | None = None
         interrupted = False
-        with _terminate_as_interrupt():
+        with _Stops(self.console, self.state_dir / HANGUP_LOG) as stops:
             try:
-                (state,) = self._deploy(profile)
-                measured = (self.bench or bench_one)(
-                    state, self.state_dir, profile, self.results_dir, self.console
-                )
-                decode = (
-                    f"{measured.decode_tok_s:.1f} tok/s ({measured.decode_source})"
-                    if measured.decode_tok_s is not None
-                    else "not measured"
-                )
-                ttft = f"{measured.ttft_s:.2f} s" if measured.ttft_s is not None else "unknown"
-                self._say(
-                    f"smoke: {state.name}: time to first token {ttft}, decode {decode}, "
-                    f"{measured.output_tokens} tokens; results in {measured.run_dir}"
-                )
-                self._say(f"smoke: cost so far {cost_so_far(state)}")
+                try:
+                    self._deploy_and_bench(profile)
+                finally:
+                    stops.disarm()  # from here on a signal only says: let the destroy finish
             except KeyboardInterrupt:
                 interrupted, failure = True, "interrupted"
             except CommandError as exc:
                 failure = str(exc)
             except Exception as exc:  # a bug must not skip the destroy either
                 failure = f"{exc.__class__.__name__}: {exc}"
+            return self._finish(profile, path, failure, interrupted)
+
+    def _deploy_and_bench(self, profile: Profile) -> None:
+        (state,) = self._deploy(profile)
+        measured = (self.bench or bench_one)(
+            state, self.state_dir, profile, self.results_dir, self.console
+        )
+        decode = (
+            f"{measured.decode_tok_s:.1f} tok/s ({measured.decode_source})"
+            if measured.decode_tok_s is not None
+            else "not measured"
+        )
+        ttft = f"{measured.ttft_s:.2f} s" if measured.ttft_s is not None else "unknown"
+        self._say(
+            f"smoke: {state.name}: time to first token {ttft}, decode {decode}, "
+            f"{measured.output_tokens} tokens; results in {measured.run_dir}"
+        )
+        self._say(f"smoke: cost so far {cost_so_far(state)}")
+
+    def _finish(self, profile: Profile, path: Path, failure: str | None, interrupted: bool) -> int:
         if not self.touched:
             if interrupted:
                 self._say("smoke: interrupted before anything was created — nothing to destroy")
@@ -394,17 +480,20 @@ class Smoke:
                 said = "" if "nothing was created" in failure else " (nothing was created)"
                 raise CommandError(f"smoke: {failure.removeprefix('smoke: ')}{said}", 1)
         self._say(f"smoke: destroying what it created on {self.cloud} ...")
-        with _not_interruptible(self.console):
-            try:
-                self._destroy(profile)
-            except CommandError as exc:
-                before = (
-                    f"smoke: {failure.removeprefix('smoke: ')}; then " if failure else "smoke: "
-                )
-                raise CommandError(
-                    f"{before}the destroy could not verify that nothing is left: {exc}",
-                    exit_code=1,
-                ) from None
+        try:
+            self._destroy(profile)
+        except Exception as exc:
+            why = str(exc) if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
+            before = f"smoke: {failure.removeprefix('smoke: ')}; then " if failure else "smoke: "
+            # The exact command: `make destroy` reads rig.toml, whose [aws]/[azure] may be
+            # disabled (the smoke enables its cloud in its own profile), and then skips the
+            # cloud whenever no state file was written yet (a deploy that failed mid-way).
+            raise CommandError(
+                f"{before}the destroy could not verify that nothing is left: {why} — once "
+                f"fixed, finish it with {RIG} destroy {self.cloud} --config {path} "
+                f"--state-dir {self.state_dir}",
+                exit_code=1,
+            ) from None
         shutil.rmtree(path.parent, ignore_errors=True)  # verified gone: the profile with it
         if interrupted:
             self._say("smoke: interrupted — everything it created was destroyed (verified)")

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -189,17 +191,49 @@ def subprocess_runner(exe: str, cwd: Path) -> PulumiRunner:
                 full, env=os.environ | env, capture_output=True, text=True, check=False
             )
         # Stream `up`/`destroy` progress to the user and keep the text to explain failures.
+        # Its own session: a terminal's Ctrl-C reaches only us, and we pass one on (_cancel).
         proc = subprocess.Popen(
-            full, env=os.environ | env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            full,
+            env=os.environ | env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
-        lines = []
+        lines: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            lines.append(line)
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                lines.append(line)
+        except BaseException:
+            _cancel(proc)
+            raise
         return subprocess.CompletedProcess(full, proc.wait(), "".join(lines[-400:]), "")
 
     return run
+
+
+def _cancel(proc: subprocess.Popen[str]) -> None:
+    """We were interrupted (Ctrl-C, `kill`, a closed terminal) while `pulumi up`/`destroy` runs.
+    Left alone it went on creating after we returned — and the smoke's destroy, run right then,
+    raced it: a resource group created after the destroy's scan said "0 left" — or it died of
+    SIGPIPE on its next line, leaving pending operations and the stack locked. So: one SIGINT,
+    Pulumi's graceful cancel (it finishes the operations in flight and saves its state; SIGTERM
+    is handled the same since pulumi/pulumi#17463), then wait for it, still showing its output.
+    A second interrupt while waiting passes a second SIGINT on, Pulumi's "terminate now"."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with contextlib.suppress(OSError):
+                sys.stdout.write(line)
+        proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        raise
 
 
 class PulumiFailed(CommandError):
