@@ -41,7 +41,15 @@ from rig.clihelp import path_arg
 from rig.inventory import gpu_check_model
 from rig.problems import CommandError
 from rig.profile import DEFAULT_PROFILE, Profile, load_profile
-from rig.state import STATE_DIR, STATE_DIR_HELP, VmState, path_for, read_all, utc_now
+from rig.state import (
+    STATE_DIR,
+    STATE_DIR_HELP,
+    VmState,
+    ensure_writable,
+    path_for,
+    read_all,
+    utc_now,
+)
 from rig.version import RIG
 
 SMOKE_MAX_HOURS = 1
@@ -375,12 +383,7 @@ class Smoke:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise CommandError(
-                f"--state-dir {self.state_dir}: is a file, not a directory — pass a directory "
-                "(default .state), or move that file out of the way; nothing was created",
-                exit_code=2,
-            )
+        ensure_writable(self.state_dir)  # its lock, profile and state files live there
         with self._exclusive():
             return self._run()
 

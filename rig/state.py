@@ -102,6 +102,28 @@ def path_for(name: str, state_dir: Path = STATE_DIR) -> Path:
     return state_dir / f"{name}.json"
 
 
+def ensure_writable(state_dir: Path) -> None:
+    """A deploy writes its state file once the VM exists: a state dir that cannot take it would
+    leave a billing VM that no file names. So it is checked before anything is created."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CommandError(
+            f"--state-dir {state_dir}: is a file, not a directory — move it away, or pass "
+            "--state-dir DIR (nothing was created)",
+            exit_code=2,
+        )
+    probe = state_dir / f".write-check-{os.getpid()}"
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(
+            f"--state-dir {state_dir}: cannot write there ({exc.strerror or exc}) — fix its "
+            "permissions or free space, or pass --state-dir DIR (nothing was created)",
+            exit_code=2,
+        ) from None
+
+
 def write(state: VmState, state_dir: Path = STATE_DIR) -> Path:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = path_for(state.name, state_dir)

@@ -183,3 +183,24 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(tmp_path)
     first = RunStore.create(tmp_path, "20261128T101500Z")
     second = RunStore.create(tmp_path, "20261128T101500Z")
     assert first.dir.name == "20261128T101500Z" and second.dir.name == "20261128T101500Z-2"
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+@pytest.mark.parametrize("where", ["a-file", "under-a-file"])
+def test_a_deploy_whose_state_dir_cannot_be_written_stops_before_anything(
+    cloud: str, where: str, tmp_path: Path
+) -> None:
+    """The state file is written once the VM exists: before this check, a state dir that could
+    not take it failed there — with the VM billing and no file naming it for make destroy. Now
+    the deploy refuses before its preflight (no credentials are even asked for)."""
+    blocker = tmp_path / "state"
+    blocker.write_text("a file\n")
+    state_dir = blocker if where == "a-file" else blocker / "sub"
+    config = tmp_path / "rig.toml"
+    config.write_text((ROOT / "rig.toml").read_text())
+    proc = run(["-m", "rig", "deploy", cloud, "--yes"], state_dir, config, tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr and err.count("\n") == 0, err
+    assert err.startswith(f"--state-dir {state_dir}: ") and "(nothing was created)" in err
+    assert "preflight" not in proc.stdout and blocker.read_text() == "a file\n"

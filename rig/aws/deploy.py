@@ -46,7 +46,7 @@ from rig.catalog import Catalog
 from rig.cost import worst_case_usd
 from rig.problems import CommandError
 from rig.profile import Profile
-from rig.state import STATE_DIR, Price, VmState, iso, read_all, utc_now, write
+from rig.state import STATE_DIR, Price, VmState, ensure_writable, iso, read_all, utc_now, write
 
 SSH_TIMEOUT_S = 900
 # An instance AWS stopped (rig.aws.scan.INTERRUPTED_CODES) can be restarted by EC2 only ("Stop
@@ -143,6 +143,7 @@ class Deployer:
         profile = self.profile
         if not profile.aws.enabled:
             raise CommandError(f"{profile.path}: aws.enabled = false — set it to true to deploy")
+        ensure_writable(self.state_dir)
         regions = sorted({p.region for p in profile.aws.placements()})
         self._print(f"preflight in {', '.join(regions)} ...")
         pre = preflight(self.aws_for, profile, self.cat, read_all(self.state_dir))

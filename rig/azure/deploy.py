@@ -39,7 +39,7 @@ from rig.plan import print_plan
 from rig.problems import CommandError
 from rig.profile import Profile
 from rig.standin import azure_standin
-from rig.state import SSH_PORT, VmState, iso, read_all, write
+from rig.state import SSH_PORT, VmState, ensure_writable, iso, read_all, write
 from rig.version import RIG
 
 ARM = "https://management.azure.com"
@@ -202,6 +202,7 @@ def deploy(
             f"{profile.path} ({', '.join(az.vm_sizes)}) — add it there first, or drop --size",
             exit_code=2,
         )
+    ensure_writable(deps.state_dir)
     start = deps.now()
     stop = cloud_stop(profile.autostop, start)  # an unknown time zone fails before anything
     print_plan(profile, console, cloud="azure")
