@@ -104,24 +104,33 @@ def path_for(name: str, state_dir: Path = STATE_DIR) -> Path:
 
 def ensure_writable(state_dir: Path) -> None:
     """A deploy writes its state file once the VM exists: a state dir that cannot take it would
-    leave a billing VM that no file names. So it is checked before anything is created."""
-    if state_dir.exists() and not state_dir.is_dir():
-        raise CommandError(
-            f"--state-dir {state_dir}: is a file, not a directory — move it away, or pass "
-            "--state-dir DIR (nothing was created)",
+    leave a billing VM that no file names. So it is checked before anything is created, and
+    nothing is left behind by the check (a directory that does not exist yet stays absent)."""
+
+    def refuse(why: str) -> CommandError:
+        return CommandError(
+            f"--state-dir {state_dir}: {why} — move it away or fix it, or pass --state-dir DIR "
+            "(nothing was created)",
             exit_code=2,
         )
-    probe = state_dir / f".write-check-{os.getpid()}"
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CommandError(
-            f"--state-dir {state_dir}: cannot write there ({exc.strerror or exc}) — fix its "
-            "permissions or free space, or pass --state-dir DIR (nothing was created)",
-            exit_code=2,
-        ) from None
+
+    if state_dir.exists() and not state_dir.is_dir():
+        raise refuse("is a file, not a directory")
+    if state_dir.is_dir():
+        probe = state_dir / f".write-check-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise refuse(f"cannot write there ({exc.strerror or exc})") from None
+        return
+    parent = state_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise refuse(f"{parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise refuse(f"cannot create it in {parent} (permission denied)")
 
 
 def write(state: VmState, state_dir: Path = STATE_DIR) -> Path:
