@@ -372,23 +372,19 @@ class Deployer:
             # a VM can no longer be stopped, so the idle alarm, the max_hours stop and the
             # watchdog all fail ("Stop a Spot Instance"): never hand it over as ready.
             request = spot_request_of(aws, inst)
-            if request is not None and request["State"] in ("cancelled", "closed", "failed"):
-                status = request.get("Status", {}).get("Code", "")
+            if (ended := _ended(request)) is not None:
                 raise CommandError(
-                    f"{instance_id} runs but its spot request {request['SpotInstanceRequestId']} "
-                    f"is {request['State']} ({status}): nothing can stop it now (EC2 User Guide, "
-                    "Stop a Spot Instance) and it bills until terminated — run make destroy, "
-                    "then make deploy-aws"
+                    f"{instance_id} runs but its spot request {ended}: nothing can stop it now "
+                    "(EC2 User Guide, Stop a Spot Instance) and it bills until terminated — run "
+                    "make destroy, then make deploy-aws"
                 )
         if state == "stopped":
             request = spot_request_of(aws, inst) if spot else None
-            if request is not None and request["State"] in ("cancelled", "closed", "failed"):
-                status = request.get("Status", {}).get("Code", "")
+            if (ended := _ended(request)) is not None:
                 raise CommandError(
-                    f"{instance_id}: its spot request {request['SpotInstanceRequestId']} is "
-                    f"{request['State']} ({status}), so the VM cannot be started or stopped "
-                    "again (EC2 User Guide, Stop a Spot Instance) — run make destroy, then "
-                    "make deploy-aws"
+                    f"{instance_id}: its spot request {ended}, so the VM cannot be started or "
+                    "stopped again (EC2 User Guide, Stop a Spot Instance) — run make destroy, "
+                    "then make deploy-aws"
                 )
             if interrupted(inst, request):
                 code = (request or {}).get("Status", {}).get("Code", INTERRUPTED_REASON)
@@ -551,3 +547,12 @@ def ready_lines(state: VmState) -> list[str]:
         f"{state.price.kind}, stops by {state.deadline}",
         f"  tunnel: ssh{key} -N -L 11434:127.0.0.1:11434 {state.ssh_user}@{state.host}",
     ]
+
+
+def _ended(request: dict[str, Any] | None) -> str | None:
+    """ "ID is STATE (CODE)" for a spot request that can no longer stop or start its VM (cancelled,
+    closed or failed: EC2 User Guide, "State changes for a Spot request"), else None."""
+    if request is None or request["State"] not in ("cancelled", "closed", "failed"):
+        return None
+    status = request.get("Status", {}).get("Code", "")
+    return f"{request['SpotInstanceRequestId']} is {request['State']} ({status})"
